@@ -179,3 +179,41 @@ def test_staff_ablations(tmp_path, alpaca_file, tiny_model_dir, tiny_target_dir,
     else:
         score = ablation[0].split("=")[1]
         assert f"target_{score}" in result.verification.columns
+
+
+def test_pick_from_stored_scores_reads_no_rows(finished_run, monkeypatch):
+    """New pruning rates come from the stored scores; the data is neither parsed nor formatted
+    again (a million rows cost more than the whole pick), and the coreset holds the source's
+    own lines."""
+    import staff.data
+
+    cfg_path, first = finished_run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pick parsed the data again")
+
+    monkeypatch.setattr(staff.data, "load_rows", refuse)
+    monkeypatch.setattr(staff.data, "to_examples", refuse)
+    again = Pipeline(load_config(cfg_path, ["selection.pruning_rates=[0.5,0.75]"]),
+                     show_progress=False).run_all()
+    assert again.ids[0.5] == first.ids[0.5] and len(again.ids[0.75]) == 10
+    source = dict(zip([json.loads(l)["id"] for l in open(cfg_path.parent / "train.jsonl")],
+                      open(cfg_path.parent / "train.jsonl").read().splitlines()))
+    coreset = (first.run_dir / "selections" / "p0.75" / "coreset.jsonl").read_text().splitlines()
+    assert sorted(coreset) == sorted(source[i] for i in again.ids[0.75])
+
+
+def test_changed_data_file_redoes_every_stage(finished_run):
+    cfg_path, first = finished_run
+    state_file = first.run_dir / "state.json"
+    before = json.loads(state_file.read_text())
+    assert before["data"]["n"] == 40
+    data = cfg_path.parent / "train.jsonl"
+    rows = [json.loads(l) for l in data.read_text().splitlines()]
+    rows[3]["output"] = "changed"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    Pipeline(load_config(cfg_path), show_progress=False).run_all()
+    after = json.loads(state_file.read_text())
+    for stage in ("train-small", "score", "verify", "pick"):
+        assert after["stages"][stage]["fingerprint"] != before["stages"][stage]["fingerprint"]
+    assert after["data"]["fingerprint"] != before["data"]["fingerprint"]

@@ -35,52 +35,12 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, ConfigError
-from .runfolder import (RunFolder, RunFolderError, fingerprint, write_atomic, write_dir_atomic,
-                        write_json, write_table)
+from .results import (SCRATCH, STAGES, TARGET_STAGES, SelectionResult, load_result,  # noqa: F401
+                      rate_dir, stages_for)
+from .runfolder import (RunFolder, RunFolderError, fingerprint, read_table, write_atomic,
+                        write_dir_atomic, write_json, write_table)
 
 log = logging.getLogger(__name__)
-
-STAGES = ("train-small", "score", "verify", "pick")        # STAFF
-TARGET_STAGES = ("train-target", "score-target", "pick")   # GraNd, EL2N, CCS, D2
-# A stage's resumable work (checkpoints, score shards): kept while the stage is unfinished, so
-# that a killed run resumes it, and removed once the stage is recorded as done.
-SCRATCH = {"train-small": "finetune", "score": "score_shards",
-           "train-target": "finetune_target", "score-target": "score_target_shards"}
-
-
-def stages_for(selection) -> tuple[str, ...]:
-    """The stages a selection method runs, in order."""
-    if selection.method == "random":
-        return ("pick",)
-    if selection.method != "staff":
-        return TARGET_STAGES
-    if selection.speculative == "untuned-target":
-        return ("score", "verify", "pick")
-    return STAGES
-
-
-@dataclass
-class SelectionResult:
-    """What a selection run produced; every array is keyed by sample id."""
-
-    run_dir: Path
-    ids: dict[float, list[str]]                 # pruning rate -> selected ids
-    scores: pd.DataFrame                         # id, effort, loss, el2n, n_tokens (+ region)
-    regions: dict[float, pd.DataFrame]           # pruning rate -> region table
-    verification: pd.DataFrame                   # id, region, small score, target score
-    timings: dict[str, float] = field(default_factory=dict)   # this method's stages only
-    method: str = "staff"
-    n_samples: int = 0                                           # N, the full data
-
-    @property
-    def selection_overhead(self) -> float:
-        """Seconds spent selecting (the paper's Table 2 measure): this method's stages."""
-        return float(sum(self.timings.values()))
-
-
-def rate_dir(rate: float) -> str:
-    return f"p{rate:.2f}"
-
 
 class Pipeline:
     """Runs the stages of one config in its run folder."""
@@ -90,6 +50,7 @@ class Pipeline:
         self.run = RunFolder(cfg.output_dir)
         self.show_progress = show_progress
         self._examples = None
+        self._data_fp: str | None = None
         self._tokenizers: dict[str, object] = {}
         self._device = None
         self._accelerator = None
@@ -168,9 +129,25 @@ class Pipeline:
             self._tokenized[role] = result
         return result
 
+    @property
+    def data_fingerprint(self) -> str:
+        if self._data_fp is None:
+            self._data_fp = _data_fingerprint(self.cfg.data, lambda: self.examples)
+        return self._data_fp
+
+    @property
+    def n_samples(self) -> int:
+        """N. Read from the run folder when it recorded this data (no need to read a million
+        rows to pick new rates), else by reading the data."""
+        if self._examples is None:
+            known = self.run.data_size(self.data_fingerprint)
+            if known is not None:
+                return known
+        return len(self.examples)
+
     def fingerprints(self) -> dict[str, str]:
         c, s = self.cfg, self.cfg.selection
-        data = _data_fingerprint(c.data, self.examples)
+        data = self.data_fingerprint
         tune_options = (asdict(c.lora), _options(c.finetune, "checkpoint_every"), c.seed)
         scoring = _options(c.scoring, "shard_size")
         tune = fingerprint(data, asdict(c.small), *tune_options)
@@ -201,6 +178,8 @@ class Pipeline:
             self.run.create()
             self.run.remove_partial()
             self.run.write_config(self.cfg)
+            if self._examples is not None:
+                self.run.remember_data(self.data_fingerprint, len(self._examples))
         acc.wait_for_everyone()
         for i, stage in enumerate(stages):
             if i >= first:
@@ -275,7 +254,7 @@ class Pipeline:
         write_atomic(marker, fp + "\n")
 
     def _check_sizes(self) -> None:
-        n, s = len(self.examples), self.cfg.selection
+        n, s = self.n_samples, self.cfg.selection
         if s.method == "staff" and s.regions > n:
             raise ConfigError(f"selection.regions == {s.regions}, must be <= the number of "
                               f"samples N == {n}.")
@@ -373,7 +352,7 @@ class Pipeline:
         if method == "random":
             return SelectionInput(ids=np.array([e.id for e in self.examples]))
         name = "scores.csv" if method == "staff" else "target_scores.csv"
-        scores = pd.read_csv(self.run / name, dtype={"id": str})
+        scores = read_table(self.run / name)
         embeddings = None
         if method == "d2":
             embeddings = np.load(self.run / "target_embeddings.npy")
@@ -423,6 +402,15 @@ class Pipeline:
                                   show_progress=self.show_progress)
         return getattr(table, c.selection.score)
 
+    def _source_lines(self, n: int):
+        """Where the coreset rows come from: the source file's own lines when it is JSON Lines
+        (no parsing: fast at millions of rows, rows unchanged), else the parsed rows."""
+        from .data.source_lines import SourceLines
+
+        c = self.cfg.data
+        lines = None if c.path == "demo" else SourceLines.open(c.path, n, c.max_samples)
+        return lines or _JsonLines([e.row for e in self.examples])
+
     def _stage_pick(self) -> dict:
         from .selection.base import coreset_size
 
@@ -433,25 +421,25 @@ class Pipeline:
         if s.method == "staff":
             selector = self._selector(_missing_target)
             if s.verify:
-                verification = pd.read_csv(self.run / "verification.csv", dtype={"id": str})
-                position = {sid: i for i, sid in enumerate(data.ids)}
-                selector._target_cache = {position[sid]: float(t) for sid, t in
-                                          zip(verification["id"], verification.iloc[:, 3])}
+                verification = read_table(self.run / "verification.csv")
+                position = pd.Index(data.ids).get_indexer(verification["id"])
+                selector._target_cache = dict(zip(position.tolist(),
+                                                  verification.iloc[:, 3].astype(float)))
         else:
             selector = self._baseline()
-        lines = _JsonLines([e.row for e in self.examples])
+        lines = self._source_lines(data.n)
         summary = {}
         for p in s.pruning_rates:
             m = coreset_size(data.n, p)
             chosen = selector.select(data, m, self.cfg.seed)
             folder = self.run / "selections" / rate_dir(p)
-            write_atomic(folder / "ids.txt", "".join(f"{data.ids[i]}\n" for i in chosen))
+            write_atomic(folder / "ids.txt", "".join(_lines(np.asarray(data.ids)[chosen])))
             table = getattr(selector, "table_", None)
             if table is not None:
                 write_table(folder / "regions.csv", pd.DataFrame([asdict(r) for r in table]))
             else:
                 (folder / "regions.csv").unlink(missing_ok=True)
-            write_atomic(folder / "coreset.jsonl", lines.subset(sorted(chosen)))
+            write_atomic(folder / "coreset.jsonl", lines.subset(np.sort(chosen)))
             summary[rate_dir(p)] = {"pruning_rate": p, "n": data.n, "m": m, "method": s.method}
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)
         write_json(self.run / "selections" / "summary.json", summary)
@@ -466,6 +454,11 @@ class _Tokens:
     truncated: bool
 
 
+def _lines(values) -> list[str]:
+    """Text lines for ``"".join``: one per value (fast at millions of ids)."""
+    return ["\n".join(values.tolist()), "\n"] if len(values) else []
+
+
 class _JsonLines:
     """Each row serialised once, however many pruning rates are written."""
 
@@ -475,8 +468,9 @@ class _JsonLines:
 
     def subset(self, indices) -> str:
         if self._lines is None:
-            self._lines = [json.dumps(r, ensure_ascii=False, default=_plain) for r in self.rows]
-        return "".join(self._lines[i] + "\n" for i in indices)
+            self._lines = np.array([json.dumps(r, ensure_ascii=False, default=_plain)
+                                    for r in self.rows], dtype=object)
+        return "".join(_lines(self._lines[np.asarray(indices, dtype=np.int64)]))
 
 
 def _plain(value):
@@ -485,9 +479,18 @@ def _plain(value):
 
 
 def _data_fingerprint(data_cfg, examples) -> str:
-    """Hash the samples incrementally: no giant string at a million rows."""
+    """The data options and the data. A local file is hashed as bytes (a million rows in well
+    under a second, without parsing them); other sources by their formatted samples, built by
+    ``examples()``, incrementally: no giant string at a million rows."""
     digest = hashlib.sha256(json.dumps(asdict(data_cfg), sort_keys=True, default=str).encode())
-    for e in examples:
+    path = Path(data_cfg.path).expanduser()
+    if data_cfg.path != "demo" and path.is_file():
+        digest.update(b"file bytes:")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
+    for e in examples():
         digest.update(f"{len(e.id)}:{e.id}{len(e.prompt)}:{e.prompt}{len(e.response)}:"
                       f"{e.response}".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:16]
@@ -524,44 +527,6 @@ def _check_finite_losses(losses: list[float], name: str) -> None:
 
 def _missing_target(indices) -> np.ndarray:  # pragma: no cover - a corrupted run folder
     raise RuntimeError("verification.csv lacks samples the selection needs; redo `staff verify`.")
-
-
-def load_result(run_dir: str | Path) -> SelectionResult:
-    """Read a finished run folder back into a SelectionResult."""
-    run = RunFolder(run_dir)
-    summary = json.loads((run / "selections" / "summary.json").read_text())
-    method = next(iter(summary.values()), {}).get("method", "staff")
-    scores_file = run / ("target_scores.csv" if method not in ("staff", "random") else "scores.csv")
-    scores = (pd.read_csv(scores_file, dtype={"id": str}) if scores_file.is_file()
-              else pd.DataFrame(columns=["id"]))
-    verification = (pd.read_csv(run / "verification.csv", dtype={"id": str})
-                    if method == "staff" and (run / "verification.csv").is_file()
-                    else pd.DataFrame(columns=["id", "region"]))
-    ids, regions = {}, {}
-    for name, info in summary.items():
-        p = info["pruning_rate"]
-        folder = run / "selections" / name
-        ids[p] = (folder / "ids.txt").read_text(encoding="utf-8").splitlines()
-        if (folder / "regions.csv").is_file():
-            regions[p] = pd.read_csv(folder / "regions.csv")
-    timings = run.timings()
-    timings = {k: v for k, v in timings.items()
-               if k in stages_for(_MethodView(method, timings))}
-    return SelectionResult(run_dir=run.path, ids=ids, scores=scores, regions=regions,
-                           verification=verification, timings=timings, method=method,
-                           n_samples=int(next(iter(summary.values()), {}).get("n", 0)))
-
-
-@dataclass
-class _MethodView:
-    """Enough of a SelectionConfig for ``stages_for``, read back from a run folder."""
-
-    method: str
-    timings: dict
-
-    @property
-    def speculative(self) -> str:
-        return "small" if "train-small" in self.timings else "untuned-target"
 
 
 def select(cfg: RunConfig, show_progress: bool = True) -> SelectionResult:

@@ -49,6 +49,17 @@ def write_table(path: Path, frame) -> None:
     write_atomic(path, frame.to_csv(index=False))
 
 
+def read_table(path: Path):
+    """A table written by ``write_table``, with sample ids kept as written: pandas would read
+    ids such as "NA", "null" or "nan" as missing values, and "007" as the number 7."""
+    import pandas as pd
+
+    columns = pd.read_csv(path, nrows=0).columns
+    missing = {c: ["", "nan", "NaN"] for c in columns if c != "id"}
+    return pd.read_csv(path, dtype={"id": str} if "id" in columns else None,
+                       keep_default_na=False, na_values=missing)
+
+
 def write_dir_atomic(final: Path, write) -> None:
     """``write(folder)`` fills a temporary folder, which is then renamed to ``final``; on an
     error the temporary folder is removed and the error names ``final``."""
@@ -133,6 +144,18 @@ class RunFolder:
         state["stages"][stage] = {"fingerprint": fp, "seconds": round(seconds, 3),
                                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         write_json(self._state_path, state)
+
+    def remember_data(self, fp: str, n: int) -> None:
+        """Record the number of samples of the data with fingerprint ``fp``, so that a later
+        ``pick`` from stored scores need not read and format the whole dataset again."""
+        state = self.state
+        if state.get("data") != {"fingerprint": fp, "n": n}:
+            state["data"] = {"fingerprint": fp, "n": n}
+            write_json(self._state_path, state)
+
+    def data_size(self, fp: str) -> int | None:
+        data = self.state.get("data") or {}
+        return data.get("n") if data.get("fingerprint") == fp else None
 
     def forget(self, *stages: str) -> None:
         state = self.state

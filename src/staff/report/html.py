@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..runfolder import write_atomic
+from ..runfolder import read_table, write_atomic
 from . import figures
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise ReportError(f"{path} is missing: not a finished run folder.")
     try:
-        frame = pd.read_csv(path, dtype={"id": str})
+        frame = read_table(path)
     except (ValueError, OSError) as err:
         raise ReportError(f"{path}: cannot read it ({str(err).strip().splitlines()[0]}).")
     missing = [c for c in columns if c not in frame]

@@ -81,6 +81,8 @@ def check_selection(indices: np.ndarray, n: int, m: int) -> np.ndarray:
     """Internal invariant of every selector: m distinct indices in [0, n)."""
     indices = np.asarray(indices, dtype=np.int64)
     assert len(indices) == m, (len(indices), m)
-    assert len(np.unique(indices)) == m
     assert m == 0 or (indices.min() >= 0 and indices.max() < n)
+    taken = np.zeros(n, dtype=bool)  # O(N): np.unique sorts, 0.3 s per rate at 1M samples
+    taken[indices] = True
+    assert int(taken.sum()) == m, "repeated indices"
     return indices
