@@ -184,6 +184,41 @@ def report(run_folder: str = typer.Argument(..., help="A finished run folder (it
     _run(action, debug)
 
 
+@app.command()
+def draft(config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+          data: Optional[str] = DataOpt, target: Optional[str] = TargetOpt,
+          out: Optional[str] = typer.Option(None, "--out", "-o", help="Shortcut for --set "
+                                            "draft.output_dir=..."),
+          keep_layers: Optional[int] = typer.Option(None, "--keep-layers", help="Shortcut for "
+                                                    "--set draft.keep_layers=..."),
+          heal_steps: Optional[int] = typer.Option(None, "--heal-steps", help="Shortcut for "
+                                                   "--set draft.heal_steps=..."),
+          seed: Optional[int] = SeedOpt, quiet: bool = QuietOpt, debug: bool = DebugOpt):
+    """Derive a smaller model of the target's family for STAFF's small model: remove the
+    decoder layers that change their input least on the task's prompts, heal the rest by
+    distillation from the target, save a model folder for `staff select --small FOLDER`.
+    Uses the config's data, target, seed and draft sections."""
+    _setup_logging(quiet)
+
+    def action():
+        from .draft.run import make_draft
+
+        extra = [f"draft.{k}={v}" for k, v in (("output_dir", out), ("keep_layers", keep_layers),
+                                               ("heal_steps", heal_steps)) if v is not None]
+        cfg = _load(config, list(set_ or []) + extra, data, None, target, None, None, seed)
+        record = make_draft(cfg, show_progress=not quiet)
+        loss = record["response_loss_held_out"]
+        typer.echo(f"draft: {cfg.draft.output_dir}\n"
+                   f"  layers: {len(record['layers']['kept'])} of {record['layers']['target']} "
+                   f"kept ({record['parameters']['draft'] / 1e6:.1f}M of "
+                   f"{record['parameters']['target'] / 1e6:.1f}M parameters)\n"
+                   f"  held-out response loss: target {loss['target']:.3f}, pruned "
+                   f"{loss['pruned']:.3f}, healed {loss['healed']:.3f}\n"
+                   f"  took {record['seconds']:.0f} s; use it: staff select --small "
+                   f"{cfg.draft.output_dir}")
+
+    _run(action, debug)
+
 
 # ----------------------------------------------------------------------------- fine-tune & evaluate
 

@@ -194,6 +194,42 @@ class ReportConfig:
 
 
 @dataclass
+class DraftConfig:
+    """`staff draft`: a smaller model derived from the target (its family has none smaller)."""
+
+    output_dir: str = _f("runs/draft", "Folder of the draft: an ordinary model folder that "
+                                       "`staff select --small FOLDER` accepts.")
+    keep_layers: int | None = _f(None, "Decoder layers to keep; None: keep_fraction of them.")
+    keep_fraction: float = _f(0.4, "Fraction of the target's decoder layers to keep (rounded, "
+                                   "at least 1) when keep_layers is None.")
+    calibration_samples: int = _f(128, "Task samples whose prompts rank the layers by how "
+                                       "little each changes its input.")
+    heal_steps: int = _f(300, "Distillation steps (KL to the target's logits on the task's "
+                              "samples) that heal the draft after its layers are removed.")
+    batch_size: int = _f(8, "Samples per distillation step.")
+    learning_rate: float = _f(1e-4, "Peak learning rate of the draft's weights (AdamW, cosine).")
+    warmup_ratio: float = _f(0.05, "Fraction of heal steps with linear warm-up.")
+    temperature: float = _f(1.0, "Softmax temperature of the distillation loss.")
+    held_out: int = _f(64, "Task samples kept out of healing; the response loss of target, "
+                           "pruned and healed draft on them goes into draft.json.")
+    checkpoint_every: int = _f(50, "Heal steps between resumable checkpoints; does not change "
+                                   "the result.")
+
+    def __post_init__(self) -> None:
+        if self.keep_layers is not None and self.keep_layers < 1:
+            raise ConfigError(f"draft.keep_layers == {self.keep_layers}, must be >= 1.")
+        if not 0.0 < self.keep_fraction < 1.0:
+            raise ConfigError(f"draft.keep_fraction == {self.keep_fraction}, must be in (0, 1).")
+        for name in ("calibration_samples", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"draft.{name} == {getattr(self, name)}, must be >= 1.")
+        if self.heal_steps < 0 or self.held_out < 0:
+            raise ConfigError("draft.heal_steps and draft.held_out must be >= 0.")
+        if self.temperature <= 0:
+            raise ConfigError(f"draft.temperature == {self.temperature}, must be > 0.")
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     small: ModelConfig = field(default_factory=ModelConfig)
@@ -203,6 +239,7 @@ class RunConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    draft: DraftConfig = field(default_factory=DraftConfig)
     seed: int = _f(0, "Seed of every random choice (fine-tuning order, LoRA init, draws).")
     output_dir: str = _f("runs/staff", "Run folder; re-running the same config resumes it.")
     device: str = _f("auto", "'auto' (cuda, then mps, then cpu), or a torch device string.")

@@ -1,0 +1,144 @@
+"""Healing a draft whose layers were removed: distillation from the target's logits.
+
+Without it the draft is ruined (SmolLM2-135M with 20 of 30 layers: response loss on DialogSum
+2.2 -> 9.6), and its effort scores say little about the target. The draft's weights (all but the
+embeddings, which it shares with the target) learn to match the target's next-token
+distribution, KL(target || draft) at temperature tau, on every real token of the task's samples.
+
+The loop is resumable like LoRA fine-tuning: a checkpoint (trainable weights, optimiser,
+schedule, RNG, step) is written atomically every ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import DraftConfig
+from ..finetune.lora import _atomic_dir_write, _recover_dir
+from ..scoring.batching import collate, shuffled_bucketed_batches
+from ..scoring.engine import ScoringError
+
+log = logging.getLogger(__name__)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean over real tokens of KL(teacher || student), scaled by tau^2 (Hinton et al.)."""
+    t = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    kl = (t.exp() * (t - s)).sum(-1)
+    mask = mask.to(kl.dtype)
+    return (kl * mask).sum() / mask.sum().clamp(min=1) * temperature ** 2
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """Every weight but the token embeddings and the LM head (often tied to them): the draft
+    keeps the target's vocabulary space."""
+    frozen = {id(model.get_input_embeddings().weight)}
+    head = model.get_output_embeddings()
+    if head is not None:
+        frozen.add(id(head.weight))
+    return {n: p for n, p in model.named_parameters() if id(p) not in frozen}
+
+
+def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, seed: int,
+            work_dir: Path, show_progress: bool = True) -> dict:
+    """Train ``student`` in place for ``cfg.heal_steps`` steps. Returns {"loss": [per step]}."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    device = next(student.parameters()).device
+    params = trainable_parameters(student)
+    for p in student.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=0.0)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(cfg.warmup_ratio * cfg.heal_steps), max(cfg.heal_steps, 1))
+    ckpt = Path(work_dir) / "checkpoint"
+    _recover_dir(ckpt)
+    step, history = 0, {"loss": []}
+    if (ckpt / "state.json").is_file():
+        step, history = _load(ckpt, params, optimizer, scheduler)
+        log.info("resuming healing at step %d of %d", step, cfg.heal_steps)
+    lengths = np.array([len(e.input_ids) for e in examples])
+    per_epoch = max(1, len(examples) // cfg.batch_size)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    student.train()
+    bar = tqdm(total=cfg.heal_steps, initial=step, desc="healing (distillation)", unit="step",
+               disable=not show_progress)
+    while step < cfg.heal_steps:
+        epoch = step // per_epoch
+        # The same batch order whether or not the run was resumed: it depends on the epoch.
+        batches = shuffled_bucketed_batches(lengths, cfg.batch_size,
+                                            np.random.default_rng([seed, epoch]))[:per_epoch]
+        batch = collate([examples[i] for i in batches[step - epoch * per_epoch]], pad_id, device)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        with autocast:
+            with torch.no_grad():
+                teacher_logits = teacher(**inputs, use_cache=False).logits
+            student_logits = student(**inputs, use_cache=False).logits
+        loss = distillation_loss(student_logits, teacher_logits, batch["attention_mask"],
+                                 cfg.temperature)
+        if not torch.isfinite(loss):
+            raise ScoringError(f"healing step {step + 1}: the distillation loss is "
+                               f"{loss.item()}; lower draft.learning_rate.")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        history["loss"].append(round(loss.item(), 5))
+        bar.update(1)
+        bar.set_postfix(kl=f"{loss.item():.3f}")
+        if step % cfg.checkpoint_every == 0 and step < cfg.heal_steps:
+            _save(ckpt, params, optimizer, scheduler, step, history)
+    bar.close()
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    return history
+
+
+def _save(ckpt: Path, params, optimizer, scheduler, step: int, history: dict) -> None:
+    def write(folder: Path) -> None:
+        torch.save({"weights": {n: p.detach() for n, p in params.items()},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, folder / "trainer.pt")
+        (folder / "state.json").write_text(json.dumps({"step": step, "history": history}))
+
+    _atomic_dir_write(ckpt, write)
+
+
+def _load(ckpt: Path, params, optimizer, scheduler):
+    state = json.loads((ckpt / "state.json").read_text())
+    saved = torch.load(ckpt / "trainer.pt", weights_only=False)
+    with torch.no_grad():
+        for name, value in saved["weights"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    return state["step"], state["history"]
+
+
+@torch.no_grad()
+def mean_response_loss(model, examples: list, pad_id: int, batch_size: int = 8) -> float:
+    """Mean over samples of each one's mean response-token cross-entropy."""
+    from ..scoring.engine import per_sample_losses
+
+    device = next(model.parameters()).device
+    losses = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id, device)
+        losses += per_sample_losses(model, batch).float().tolist()
+    return float(np.mean(losses)) if losses else float("nan")
