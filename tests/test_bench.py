@@ -356,6 +356,43 @@ def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_f
     assert "| Random | 0.0 | 0.0 | – |" in res.output  # random at 90% was not run
 
 
+def test_reference_cells_reuse_another_benchs_untuned_and_full_cells(
+        tmp_path, translation_files, tiny_model_dir, tiny_target_dir, monkeypatch):
+    """A bench that differs only in select.small takes the untuned and full-data cells of the
+    bench it names, and refuses one evaluated another way."""
+    import staff.finetune.lora as lora_module
+    from staff.bench import Grid, load_bench_config
+    from staff.config import ConfigError
+
+    first = tmp_path / "a"
+    first.mkdir()
+    Grid(load_bench_config(bench_file(first, translation_files, tiny_model_dir,
+                                      methods=("random",), rates=(0.5,))),
+         show_progress=False).run()
+    second = tmp_path / "b"
+    second.mkdir()
+    path = bench_file(second, translation_files, tiny_model_dir, methods=("staff",), rates=(0.5,))
+    tree = yaml.safe_load(path.read_text())
+    tree["select"]["small"]["name"] = tiny_target_dir
+    tree["reference_cells"] = str(first / "bench")
+    path.write_text(yaml.safe_dump(tree))
+    calls = []
+    real = lora_module.finetune_lora
+    monkeypatch.setattr(lora_module, "finetune_lora",
+                        lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    results = Grid(load_bench_config(path), show_progress=False).run()
+    reference = json.loads((first / "bench" / "results.json").read_text())["cells"]
+    assert results["cells"]["full/s0"]["rouge_l"] == reference["full/s0"]["rouge_l"]
+    assert results["cells"]["untuned"] == reference["untuned"]
+    assert calls.count(40) == 1  # STAFF's small model only; no full-data fine-tuning here
+    assert not (second / "bench" / "cells" / "full").exists()
+
+    tree["eval"]["max_new_tokens"] = 5
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match="evaluates with other eval settings"):
+        Grid(load_bench_config(path), show_progress=False).run()
+
+
 def test_bench_config_errors(tmp_path, translation_files, tiny_model_dir):
     from staff.bench import load_bench_config
 

@@ -41,6 +41,10 @@ class BenchConfig:
     seeds: list = _f([0], "Seeds: each seeds selection and the fine-tuning on its coreset.")
     title: str = _f("", "A line naming the setting, printed above the tables.")
     output_dir: str = _f("runs/bench", "Folder of every artifact; re-running resumes it.")
+    reference_cells: str = _f("", "output_dir of another bench with the same data, target and "
+                                  "evaluation protocol (e.g. one that differs only in "
+                                  "select.small): its untuned and full-data cells are reused, "
+                                  "not recomputed.")
 
     def __post_init__(self) -> None:
         if not isinstance(self.select, RunConfig):

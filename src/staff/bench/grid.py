@@ -9,6 +9,7 @@ Layout of ``output_dir`` (everything cached; a stopped run resumes where it stop
                                 GraNd, EL2N, CCS, D2 share select/baselines/s<seed>/
   cells/untuned/eval/           metrics.json, predictions.jsonl of the untuned target
   cells/full/s<seed>/           adapter/, history.json, train.json, ids.txt, eval/
+                                (both taken from ``reference_cells`` when it is set)
   cells/<method>/p0.90/s<seed>/ the same for one coreset
   results.json                  every finished cell and selection run (the tables' source)
   tables.md                     Tables 1a (ROUGE-L), 1b (BLEU-4) and 2 (selection overhead)
@@ -107,10 +108,11 @@ class Grid:
                                                               allow_unicode=True))
         cells = self.out / "cells"
         log.info("bench %s: methods %s, rates %s, seeds %s", self.out, methods, rates, seeds)
+        reference = self._reference_cells() or cells
         self._record("untuned", None, None, None, self.train_eval.evaluate(
-            cells / "untuned" / "eval"))
+            reference / "untuned" / "eval"))
         for seed in seeds:
-            self._cell("full", 0.0, seed, None, cells / "full" / f"s{seed}")
+            self._cell("full", 0.0, seed, None, reference / "full" / f"s{seed}")
         for seed in seeds:
             for method in methods:
                 result = self._select(method, seed, select_rates)
@@ -125,6 +127,36 @@ class Grid:
         self.write_tables()
         log.info("bench done in %.1f s -> %s", seconds, self.out / "tables.md")
         return self.results
+
+    def _reference_cells(self) -> Path | None:
+        """The cells folder of ``reference_cells``, after checking that its untuned and
+        full-data cells were made with this bench's protocol (else they would be redone there,
+        over the other bench's results)."""
+        from ..config import ConfigError
+
+        if not self.cfg.reference_cells:
+            return None
+        other = Path(self.cfg.reference_cells)
+        if not (other / "bench.yaml").is_file():
+            raise ConfigError(f"reference_cells: {other} has no bench.yaml; run that bench "
+                              "first.")
+        c, theirs = self.cfg, yaml.safe_load((other / "bench.yaml").read_text(encoding="utf-8"))
+        mine = {"data": c.select.data, "model": c.select.target, "eval": c.eval,
+                "lora": c.lora, "finetune": c.finetune}
+        where = {"data": ("select", "data"), "model": ("select", "target"), "eval": ("eval",),
+                 "lora": ("lora",), "finetune": ("finetune",)}
+
+        def at(tree, keys):
+            for key in keys:
+                tree = (tree or {}).get(key)
+            return tree
+
+        differ = [k for k, section in mine.items()
+                  if dataclasses.asdict(section) != at(theirs, where[k])]
+        if differ:
+            raise ConfigError(f"reference_cells: {other} evaluates with other "
+                              f"{', '.join(differ)} settings; its cells do not apply here.")
+        return other / "cells"
 
     def _select(self, method: str, seed: int, rates: list[float]):
         from ..pipeline import select
