@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -67,7 +66,6 @@ def test_pipeline_rescored_by_two_processes_selects_the_same_ids(tmp_path, alpac
     import shutil
 
     import pandas as pd
-    import yaml
     from test_pipeline import tiny_config
 
     from staff.config import load_config

@@ -154,7 +154,7 @@ def test_region_table_counts_add_up():
     d = data()
     sel = StaffSelector(target_fn(d.scores["effort"]))
     chosen = sel.select(d, 250, seed=1)
-    assert sum(r.selected for r in sel.table_) == 250
+    assert sum(r.selected for r in sel.table_) == 250 == len(chosen)
     assert sum(r.size for r in sel.table_) == d.n
     assert all(r.selected <= r.size for r in sel.table_)
     assert sum(r.verified for r in sel.table_) == sum(len(v) for v in sel.plan_.values())
