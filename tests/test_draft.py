@@ -202,7 +202,8 @@ def test_bad_draft_options_are_one_line_errors(tmp_path, alpaca_file, six_layers
                                       "data.format=alpaca", "-o", str(tmp_path / "d"), "-q",
                                       "--set", "draft.held_out=8"])
     assert result.exit_code == 2 and "keep_layers == 9" in result.output
-    assert not (tmp_path / "d").exists()
+    assert not list(tmp_path.glob("*d*"))  # neither the draft nor a work folder
     result = CliRunner().invoke(app, ["draft", "--data", str(alpaca_file), "--target",
                                       six_layers, "--set", "data.format=alpaca", "-q"])
     assert result.exit_code == 2 and "40 samples leave 0 for healing" in result.output
+    assert not list(tmp_path.glob(".*work"))

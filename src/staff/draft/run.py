@@ -27,7 +27,7 @@ from ..config import RunConfig
 from ..runfolder import fingerprint, write_atomic, write_dir_atomic
 from ..scoring.batching import collate, length_sorted_batches
 from .heal import distill, mean_response_loss
-from .layers import block_influence, drop_layers, layers_to_keep
+from .layers import block_influence, decoder_layers, drop_layers, layers_to_keep
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +63,13 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
     pad = tokenizer.pad_token_id
 
     teacher = load_model(cfg.target, device)
-    prompts = [_prompt_part(t) for t in train[:d.calibration_samples]]
-    influence = block_influence(teacher, (collate([prompts[i] for i in b], pad, device) for b in
-                                          length_sorted_batches(
-                                              np.array([len(p.input_ids) for p in prompts]),
-                                              d.batch_size)))
-    total = len(influence)
+    total = len(decoder_layers(teacher))
     keep_n = d.keep_layers if d.keep_layers is not None else max(1, round(d.keep_fraction * total))
-    keep = layers_to_keep(influence, keep_n)
-    log.info("keeping %d of %d decoder layers: %s", len(keep), total, keep)
+    if keep_n > total:
+        raise ValueError(f"draft.keep_layers == {keep_n}, must be at most the target's {total} "
+                         "decoder layers.")
 
-    student = load_model(cfg.target, device)
-    drop_layers(student, keep)
-    student.float()  # healing updates the weights: fp32 master weights (bf16 autocast on CUDA)
-    losses = {"target": mean_response_loss(teacher, held_out, pad),
-              "pruned": mean_response_loss(student, held_out, pad)}
-
-    work = out.with_name(f".{out.name}.work")
+    work = out.with_name(f".{out.name}.work")  # resumable healing; removed when done
     inputs = fingerprint(dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.target),
                          {k: v for k, v in dataclasses.asdict(d).items()
                           if k not in ("output_dir", "checkpoint_every")}, cfg.seed)
@@ -89,6 +79,28 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     write_atomic(marker, inputs + "\n")
+
+    ranking = work / "layers.json"
+    if ranking.is_file():
+        # A resumed run keeps the layers its checkpoint was trained with (a re-ranking on
+        # another thread count could break a near tie the other way).
+        saved = json.loads(ranking.read_text())
+        influence, keep = np.array(saved["block_influence"]), saved["kept"]
+    else:
+        prompts = [_prompt_part(t) for t in train[:d.calibration_samples]]
+        batches = length_sorted_batches(np.array([len(p.input_ids) for p in prompts]),
+                                        d.batch_size)
+        influence = block_influence(teacher, (collate([prompts[i] for i in b], pad, device)
+                                              for b in batches))
+        keep = layers_to_keep(influence, keep_n)
+        write_atomic(ranking, json.dumps({"block_influence": influence.tolist(), "kept": keep}))
+    log.info("keeping %d of %d decoder layers: %s", len(keep), total, keep)
+
+    student = load_model(cfg.target, device)
+    drop_layers(student, keep)
+    student.float()  # healing updates the weights: fp32 master weights (bf16 autocast on CUDA)
+    losses = {"target": mean_response_loss(teacher, held_out, pad),
+              "pruned": mean_response_loss(student, held_out, pad)}
     history = distill(student, teacher, train, pad, d, cfg.seed, work, show_progress)
     losses["healed"] = mean_response_loss(student, held_out, pad)
     sizes = {"target": _count(teacher), "draft": _count(student)}
