@@ -431,3 +431,42 @@ def test_stop_strings_end_decoding_early_with_the_same_text(tiny_model_dir):
     stop = next(t[len(t) // 2] for t in full if len(t) > 2 and not t[len(t) // 2].isspace())
     assert greedy_generate(model, tok, prompts, stop=[stop], **kw) == \
         [cut_at_stop(t, [stop]) for t in full]
+
+
+def test_draft_agreement_script_on_tiny_models(tmp_path, translation_files, tiny_model_dir,
+                                              capsys):
+    """bench/draft_agreement.py: a draft's effort vs the target's after stage 1, and the cost
+    of a training pass, from two bench configs (the target's scores from the second)."""
+    import sys
+    from pathlib import Path
+
+    from staff.config import load_config
+    from staff.draft.run import make_draft
+
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench_dir))
+    import draft_agreement
+
+    cfg = load_config(None, [f"data.path={translation_files['train']}", "data.format=template",
+                             "data.prompt_template=English: {en} German:",
+                             "data.response_template= {de}", f"target.name={tiny_model_dir}",
+                             f"draft.output_dir={tmp_path / 'draft'}", "draft.keep_layers=1",
+                             "draft.heal_steps=2", "draft.held_out=8"])
+    make_draft(cfg, show_progress=False)
+    oracle = bench_file(tmp_path, translation_files, tiny_model_dir, methods=("staff",),
+                        rates=(0.5,))
+    tree = yaml.safe_load(oracle.read_text())
+    tree["select"]["small"]["name"] = str(tmp_path / "draft")
+    tree["output_dir"] = str(tmp_path / "bench-draft")
+    drafted = tmp_path / "draft.yaml"
+    drafted.write_text(yaml.safe_dump(tree))
+    draft_agreement.main([str(drafted), "--target-scores-from", str(oracle), "--k", "4",
+                          "--repeats", "1", "--cost-samples", "8"])
+    summary = json.loads((tmp_path / "bench-draft" / "draft_agreement.json").read_text())
+    assert summary["samples"] == 40
+    assert -1.0 <= summary["spearman_rho"] <= 1.0 and 0.0 <= summary["rand_index_k4"] <= 1.0
+    assert summary["cost_ratio_draft_over_target"] > 0
+    assert summary["draft_record"]["layers"]["kept"] and summary["stage1_seconds"]["target"] > 0
+    # The target's scores were made (and are kept) in the other bench's baselines folder.
+    assert (tmp_path / "bench" / "select" / "baselines" / "s0" / "target_scores.csv").is_file()
+    assert not (tmp_path / "bench-draft" / "select" / "baselines").exists()
