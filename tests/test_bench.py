@@ -120,6 +120,9 @@ def test_generation_helpers():
     assert fit_prompt([10, 11], 3, bos=1) == [10, 11]
     assert cut_at_stop(" Ein Hund.\nEnglish: x", ["\n"]) == "Ein Hund."
     assert cut_at_stop(" ab ", []) == "ab"
+    # A leading line break (an untuned model's habit after "Summary:") does not end the answer.
+    assert cut_at_stop("\n\n The memo is sent.\n#Person1#: ok", ["\n"]) == "The memo is sent."
+    assert cut_at_stop("\n \n", ["\n"]) == ""
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model_dir):
@@ -431,6 +434,25 @@ def test_stop_strings_end_decoding_early_with_the_same_text(tiny_model_dir):
     stop = next(t[len(t) // 2] for t in full if len(t) > 2 and not t[len(t) // 2].isspace())
     assert greedy_generate(model, tok, prompts, stop=[stop], **kw) == \
         [cut_at_stop(t, [stop]) for t in full]
+
+
+def test_decoding_stops_at_a_stop_string_only_after_the_answer_starts(tiny_model_dir):
+    import torch
+    from transformers import AutoTokenizer
+
+    from staff.evaluation.generate import _StopAfterText
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = tok("Summary:")["input_ids"]
+
+    def done(continuation: str) -> bool:
+        ids = torch.tensor([prompt + tok(continuation, add_special_tokens=False)["input_ids"]])
+        return bool(_StopAfterText(tok, ["\n"], len(prompt))(ids, None)[0])
+
+    assert not done("\n")            # only a line break so far: keep decoding
+    assert not done("\n\n the dog")  # the answer has started, no stop yet
+    assert done("\n the dog\n")     # the line after the answer: stop
+    assert done(" the dog\n")
 
 
 def test_draft_agreement_script_on_tiny_models(tmp_path, translation_files, tiny_model_dir,

@@ -38,9 +38,27 @@ def fit_prompt(prompt: list[int], limit: int, bos: int | None) -> list[int]:
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
-    """``text`` up to the first occurrence of any stop string, stripped."""
+    """``text`` up to the first stop string after its leading whitespace, stripped. A model
+    often answers "Summary:" with a line break first; that one must not end the answer."""
+    text = text.lstrip()
     end = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:end].strip()
+
+
+class _StopAfterText:
+    """A stopping criterion (transformers' protocol: a bool per row): a row is done once its
+    new text, leading whitespace aside, holds a stop string. transformers' own ``stop_strings``
+    would also stop at a leading line break, before the answer starts."""
+
+    def __init__(self, tokenizer, stop: list[str], prompt_width: int):
+        self.tokenizer, self.stop, self.width = tokenizer, stop, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = []
+        for row in input_ids[:, self.width:].tolist():
+            text = self.tokenizer.decode(row, skip_special_tokens=True).lstrip()
+            done.append(any(s in text for s in self.stop))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 @contextlib.contextmanager
@@ -84,7 +102,12 @@ def _generate(model, tokenizer, prompts, max_new_tokens, batch_size, device, sto
         ids, mask = left_pad([prompts[i] for i in index], pad_id)
         # Stop strings also end a row's decoding early (an untuned model rarely emits EOS and
         # would run to max_new_tokens); the text is cut at them after decoding all the same.
-        extra = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
+        extra = {}
+        if stop:
+            from transformers import StoppingCriteriaList
+
+            extra["stopping_criteria"] = StoppingCriteriaList(
+                [_StopAfterText(tokenizer, list(stop), ids.shape[1])])
         generated = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
             num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad_id,
