@@ -487,6 +487,8 @@ def test_draft_agreement_script_on_tiny_models(tmp_path, translation_files, tiny
     summary = json.loads((tmp_path / "bench-draft" / "draft_agreement.json").read_text())
     assert summary["samples"] == 40
     assert -1.0 <= summary["spearman_rho"] <= 1.0 and 0.0 <= summary["rand_index_k4"] <= 1.0
+    assert 0.0 <= summary["rand_index_k4_shuffled_target"] <= 1.0
+    assert summary["adjusted_rand_index_k4"] <= 1.0
     assert summary["cost_ratio_draft_over_target"] > 0
     assert summary["draft_record"]["layers"]["kept"] and summary["stage1_seconds"]["target"] > 0
     # The target's scores were made (and are kept) in the other bench's baselines folder.
