@@ -25,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
