@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, ConfigError
+from .config import FINETUNE_NO_EFFECT, ConfigError, RunConfig
 from .results import (SCRATCH, STAGES, TARGET_STAGES, SelectionResult, load_result,  # noqa: F401
                       rate_dir, stages_for)
 from .runfolder import (RunFolder, RunFolderError, fingerprint, read_table, write_atomic,
@@ -148,7 +148,7 @@ class Pipeline:
     def fingerprints(self) -> dict[str, str]:
         c, s = self.cfg, self.cfg.selection
         data = self.data_fingerprint
-        tune_options = (asdict(c.lora), _options(c.finetune, "checkpoint_every"), c.seed)
+        tune_options = (asdict(c.lora), _options(c.finetune, *FINETUNE_NO_EFFECT), c.seed)
         scoring = _options(c.scoring, "shard_size")
         tune = fingerprint(data, asdict(c.small), *tune_options)
         if s.speculative == "untuned-target":

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from ..config import FINETUNE_NO_EFFECT
 from ..runfolder import fingerprint, write_atomic, write_json
 from .config import ROW_ORDER, BenchConfig, check_methods, check_rates, check_seeds
 from .tables import cell_key, render
@@ -42,7 +43,8 @@ def bench_fingerprint(cfg: BenchConfig) -> str:
         sel.pop(key, None)
     sel["selection"] = {k: v for k, v in sel["selection"].items()
                         if k not in ("method", "pruning_rates")}
-    fin = {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k != "checkpoint_every"}
+    fin = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
+           if k not in FINETUNE_NO_EFFECT}
     ev = {k: v for k, v in dataclasses.asdict(cfg.eval).items()
           if k not in ("batch_size", "threads")}
     return fingerprint(sel, dataclasses.asdict(cfg.lora), fin, ev)

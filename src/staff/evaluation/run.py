@@ -32,13 +32,14 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..runfolder import fingerprint, write_atomic, write_dir_atomic, write_json
+from ..config import FINETUNE_NO_EFFECT
 from .config import TrainEvalConfig
 
 log = logging.getLogger(__name__)
 
 # Options that cannot change a result (how often to checkpoint, how many prompts per batch):
 # changing them must not redo finished work.
-_NO_EFFECT = {"checkpoint_every"}
+_NO_EFFECT = set(FINETUNE_NO_EFFECT)
 _TOKENIZATION = ("format", "prompt_template", "response_template", "chat_template", "cutoff_len")
 
 

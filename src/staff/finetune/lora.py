@@ -92,6 +92,8 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     if (ckpt_dir / "state.json").is_file():
         step, history = _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler)
         log.info("resuming fine-tuning at step %d of %d", step, total_steps)
+    if cfg.gradient_checkpointing:
+        _set_gradient_checkpointing(accelerator.unwrap_model(model), True)
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc="fine-tuning", unit="step",
                disable=not (show_progress and accelerator.is_main_process))
@@ -142,8 +144,26 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
         epoch += 1
     bar.close()
     model.eval()
+    if cfg.gradient_checkpointing:
+        # Scoring runs on this model next: its hooks must see one forward per sample.
+        _set_gradient_checkpointing(accelerator.unwrap_model(model), False)
     history["steps"] = step
     return history
+
+
+def _set_gradient_checkpointing(model, on: bool) -> None:
+    """Recompute activations in the backward pass (non-reentrant: LoRA's frozen inputs need no
+    requires_grad, and dropout replays the same masks)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_disable()
 
 
 class _null:

@@ -1,0 +1,45 @@
+"""LoRA fine-tuning options that change how it runs, not what it computes."""
+
+from __future__ import annotations
+
+import torch
+
+from dist_worker import samples
+from staff.config import FinetuneConfig, LoraConfig, ModelConfig
+from staff.finetune.lora import finetune_lora
+from staff.models.loading import attach_lora, load_model
+
+
+def tuned(model_dir, tmp_path, **options):
+    torch.manual_seed(0)
+    model = attach_lora(load_model(ModelConfig(name=model_dir), torch.device("cpu")),
+                        LoraConfig(r=4, alpha=8, dropout=0.1), seed=0)
+    calls = []
+    # Inside the checkpointed layer, so it runs again when the backward pass recomputes the
+    # layer (forward hooks do not show that: torch skips them on the recompute).
+    mlp = model.base_model.model.model.layers[0].mlp
+    forward = mlp.forward
+    mlp.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    cfg = FinetuneConfig(epochs=2, learning_rate=3e-3, batch_size=8, **options)
+    history = finetune_lora(model, samples(), 0, cfg, seed=0, work_dir=tmp_path,
+                            show_progress=False)
+    history["layer_0_forwards"] = len(calls)
+    return model, history
+
+
+def test_gradient_checkpointing_gives_the_same_adapter_and_is_off_afterwards(tiny_model_dir,
+                                                                             tmp_path):
+    plain, plain_history = tuned(tiny_model_dir, tmp_path / "a")
+    recomputed, history = tuned(tiny_model_dir, tmp_path / "b", gradient_checkpointing=True)
+    # LoRA dropout is on: the recomputation must replay the same masks.
+    assert len(history["loss"]) == len(plain_history["loss"]) == 10
+    # It did recompute: every layer runs forward twice per step.
+    assert history["layer_0_forwards"] == 2 * plain_history["layer_0_forwards"] == 20
+    torch.testing.assert_close(torch.tensor(history["loss"]), torch.tensor(plain_history["loss"]))
+    for (name, a), b in zip(plain.named_parameters(), recomputed.parameters()):
+        if "lora_" in name:
+            torch.testing.assert_close(a, b, msg=name)
+    # Off again: the scoring stage runs on this model next, one forward per sample.
+    base = recomputed.base_model.model
+    assert not getattr(base, "is_activation_checkpointing", None) and not any(
+        getattr(m, "gradient_checkpointing", False) for m in base.modules())
