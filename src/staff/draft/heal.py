@@ -75,11 +75,15 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
     student.train()
     bar = tqdm(total=cfg.heal_steps, initial=step, desc="healing (distillation)", unit="step",
                disable=not show_progress)
+    order: dict[int, list] = {}  # epoch -> its batches, drawn once per epoch
     while step < cfg.heal_steps:
         epoch = step // per_epoch
         # The same batch order whether or not the run was resumed: it depends on the epoch.
-        batches = shuffled_bucketed_batches(lengths, cfg.batch_size,
-                                            np.random.default_rng([seed, epoch]))[:per_epoch]
+        if epoch not in order:
+            order.clear()
+            order[epoch] = shuffled_bucketed_batches(
+                lengths, cfg.batch_size, np.random.default_rng([seed, epoch]))[:per_epoch]
+        batches = order[epoch]
         batch = collate([examples[i] for i in batches[step - epoch * per_epoch]], pad_id, device)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with autocast:
