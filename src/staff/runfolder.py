@@ -62,7 +62,9 @@ def read_table(path: Path):
 
 def write_dir_atomic(final: Path, write) -> None:
     """``write(folder)`` fills a temporary folder, which is then renamed to ``final``; on an
-    error the temporary folder is removed and the error names ``final``."""
+    error the temporary folder is removed and the error names ``final``. For a stage's output:
+    a kill between the renames leaves no ``final``, and the stage, not marked done, is redone
+    (checkpoints, which nothing re-creates, use ``replace_dir``)."""
     final = Path(final)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     old = final.with_name(f".{final.name}.old{os.getpid()}")
@@ -81,6 +83,38 @@ def write_dir_atomic(final: Path, write) -> None:
             raise RunFolderError(f"cannot write {final}: {err.strerror or err}") from None
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_dir(final: Path, write) -> None:
+    """Replace a resumable checkpoint folder, which no stage marker vouches for (unlike
+    ``write_dir_atomic``'s outputs): ``write(folder)`` fills ``final.tmp``, which is renamed into
+    place. Killed at any moment, it leaves a complete ``final``, or (between the two renames) a
+    complete ``final.old``, which ``recover_dir`` puts back before the checkpoint is read."""
+    recover_dir(final)
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recover_dir(final: Path) -> None:
+    """Undo what a kill inside ``replace_dir`` left: a ``final.old`` next to ``final``
+    (killed while removing it) would make the next rename fail with 'Directory not empty', so
+    it goes; a ``final.old`` without ``final`` (killed between the renames) is the last
+    complete copy, so it becomes ``final`` again."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(final)
 
 
 # What write_atomic / write_dir_atomic leave behind when the process is killed mid-write.

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import DraftConfig
-from ..finetune.lora import _atomic_dir_write, _recover_dir
+from ..runfolder import recover_dir, replace_dir
 from ..scoring.batching import collate, shuffled_bucketed_batches
 from ..scoring.engine import ScoringError
 
@@ -63,7 +63,7 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, int(cfg.warmup_ratio * cfg.heal_steps), max(cfg.heal_steps, 1))
     ckpt = Path(work_dir) / "checkpoint"
-    _recover_dir(ckpt)
+    recover_dir(ckpt)
     step, history = 0, {"loss": []}
     if (ckpt / "state.json").is_file():
         step, history = _load(ckpt, params, optimizer, scheduler)
@@ -120,7 +120,7 @@ def _save(ckpt: Path, params, optimizer, scheduler, step: int, history: dict) ->
                     "torch_rng": torch.get_rng_state()}, folder / "trainer.pt")
         (folder / "state.json").write_text(json.dumps({"step": step, "history": history}))
 
-    _atomic_dir_write(ckpt, write)
+    replace_dir(ckpt, write)
 
 
 def _load(ckpt: Path, params, optimizer, scheduler):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,41 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import FinetuneConfig
+from ..runfolder import recover_dir, replace_dir
 from ..scoring.batching import collate, shuffled_bucketed_batches
 from ..scoring.engine import ScoringError, per_sample_losses
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_dir_write(final: Path, write) -> None:
-    """Write a folder under a temporary name, then rename it into place. Killed at any moment,
-    it leaves a complete ``final``, or (between the two renames) a complete ``final.old``,
-    which ``_recover_dir`` puts back."""
-    _recover_dir(final)
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def _recover_dir(final: Path) -> None:
-    """Undo what a kill inside ``_atomic_dir_write`` left: a ``final.old`` next to ``final``
-    (killed while removing it) would make the next rename fail with 'Directory not empty', so
-    it goes; a ``final.old`` without ``final`` (killed between the renames) is the last
-    complete copy, so it becomes ``final`` again."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        if final.exists():
-            shutil.rmtree(old)
-        else:
-            old.rename(final)
 
 
 def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed: int,
@@ -87,7 +56,7 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     history = {"loss": [], "steps": 0}
     step = 0
     if accelerator.is_main_process:
-        _recover_dir(ckpt_dir)  # what a kill inside _atomic_dir_write left behind
+        recover_dir(ckpt_dir)  # what a kill inside replace_dir left behind
     accelerator.wait_for_everyone()
     if (ckpt_dir / "state.json").is_file():
         step, history = _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler)
@@ -186,7 +155,7 @@ def _save_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler, step, h
                     "torch_rng": torch.get_rng_state()}, folder / "trainer.pt")
         (folder / "state.json").write_text(json.dumps({"step": step, "history": history}))
 
-    _atomic_dir_write(ckpt_dir, write)
+    replace_dir(ckpt_dir, write)
 
 
 def _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler):
