@@ -21,15 +21,11 @@ sharded by sample); only the main process writes the run folder, logs and shows 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
-import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -105,26 +101,14 @@ class Pipeline:
     def tokenized(self, role: str, subset: list[int] | None = None) -> list:
         """The samples tokenized for the ``role`` model, held compactly (int32 arrays: a
         Python list of ints costs ~8x more, which matters at millions of samples)."""
-        from .data import tokenize_examples
+        from .data.formatting import tokenize_compact
 
         if subset is None and role in self._tokenized:
             return self._tokenized[role]
         examples = self.examples if subset is None else [self.examples[i] for i in subset]
-        result, truncated = [], 0
-        data_log = logging.getLogger("staff.data.formatting")
-        level = data_log.level
-        data_log.setLevel(logging.WARNING)  # one summary line below, not one per chunk
-        try:
-            for start in range(0, len(examples), 8192):
-                for t in tokenize_examples(examples[start:start + 8192], self.tokenizer(role),
-                                           self.cfg.data):
-                    truncated += t.truncated
-                    result.append(_Tokens(t.id, np.asarray(t.input_ids, dtype=np.int32),
-                                          np.asarray(t.labels, dtype=np.int32), t.truncated))
-        finally:
-            data_log.setLevel(level)
+        result = tokenize_compact(examples, self.tokenizer(role), self.cfg.data)
         log.info("tokenized %d samples for the %s model; %d truncated to data.cutoff_len=%d",
-                 len(result), role, truncated, self.cfg.data.cutoff_len)
+                 len(result), role, sum(t.truncated for t in result), self.cfg.data.cutoff_len)
         if subset is None:
             self._tokenized[role] = result
         return result
@@ -132,7 +116,9 @@ class Pipeline:
     @property
     def data_fingerprint(self) -> str:
         if self._data_fp is None:
-            self._data_fp = _data_fingerprint(self.cfg.data, lambda: self.examples)
+            from .data.sources import data_fingerprint
+
+            self._data_fp = data_fingerprint(self.cfg.data, lambda: self.examples)
         return self._data_fp
 
     @property
@@ -168,9 +154,11 @@ class Pipeline:
     # ---------------------------------------------------------------- the run
     def run_all(self, force: tuple[str, ...] = ()) -> SelectionResult:
         # Bad input fails here, before anything is written: data, sizes, model paths.
+        from .selection.base import check_sizes
+
         stages, acc = self.stages, self.accelerator
         fps = self.fingerprints()
-        self._check_sizes()
+        check_sizes(self.n_samples, self.cfg.selection)
         first = next((i for i, s in enumerate(stages)
                       if s in force or not self.run.is_done(s, fps[s])), len(stages))
         self._check_models(stages[first:])
@@ -253,34 +241,23 @@ class Pipeline:
             shutil.rmtree(folder)
         write_atomic(marker, fp + "\n")
 
-    def _check_sizes(self) -> None:
-        n, s = self.n_samples, self.cfg.selection
-        if s.method == "staff" and s.regions > n:
-            raise ConfigError(f"selection.regions == {s.regions}, must be <= the number of "
-                              f"samples N == {n}.")
-        from .selection.base import coreset_size
-
-        for p in s.pruning_rates:
-            if coreset_size(n, p) < 1:
-                raise ConfigError(f"selection.pruning_rates has {p}: with N == {n} the coreset "
-                                  "would be empty.")
-
     # ---------------------------------------------------------------- stages
     def _train(self, role: str) -> dict:
         """LoRA fine-tuning of the ``role`` model (small or target) on the full data."""
-        from .finetune.lora import finetune_lora
+        from .finetune.lora import check_finite_losses, finetune_lora
+        from .scoring.engine import named_errors
         from .models.loading import attach_lora, load_model
 
         c, model_cfg = self.cfg, getattr(self.cfg, role)
         data = self.tokenized(role)
         model = attach_lora(load_model(model_cfg, self.device), c.lora, c.seed)
-        with _context(f"fine-tuning the {role} model {model_cfg.name}"):
+        with named_errors(f"fine-tuning the {role} model {model_cfg.name}"):
             history = finetune_lora(model, data, self.tokenizer(role).pad_token_id, c.finetune,
                                     c.seed, self.run / SCRATCH[f"train-{role}"],
                                     accelerator=self.accelerator,
                                     checkpoint_every=c.finetune.checkpoint_every,
                                     show_progress=self.show_progress and self.is_main)
-        _check_finite_losses(history["loss"], f"the {role} model {model_cfg.name}")
+        check_finite_losses(history["loss"], f"the {role} model {model_cfg.name}")
         if self.is_main:
             write_dir_atomic(self.run / f"{role}_adapter",
                              lambda d: model.save_pretrained(d, save_embedding_layers=False))
@@ -293,7 +270,7 @@ class Pipeline:
         """Effort, loss and EL2N of every sample on the ``role`` model, fine-tuned (its saved
         adapter) or untuned (a fresh adapter)."""
         from .models.loading import attach_lora, load_adapter, load_model
-        from .scoring.engine import score_samples
+        from .scoring.engine import named_errors, score_samples
 
         c, model_cfg = self.cfg, getattr(self.cfg, role)
         data = self.tokenized(role)
@@ -303,7 +280,7 @@ class Pipeline:
             model = (load_adapter(base, self.run / f"{role}_adapter") if tuned
                      else attach_lora(base, c.lora, c.seed, dropout=0.0))
         what = f"the {'fine-tuned' if tuned else 'untuned'} {role} model {model_cfg.name}"
-        with _context(f"scoring on {what}"):
+        with named_errors(f"scoring on {what}"):
             table = score_samples(model, data, self.tokenizer(role).pad_token_id,
                                   batch_size=c.scoring.batch_size, scope=c.scoring.scope,
                                   device=self.device, shard_dir=self.run / SCRATCH[stage],
@@ -335,16 +312,6 @@ class Pipeline:
         return self._score("target", tuned=True, stage="score-target",
                            out_name="target_scores.csv", embeddings=True)
 
-    def _selector(self, verify):
-        from .selection.staff import StaffSelector
-
-        s = self.cfg.selection
-        return StaffSelector(verify, regions=s.regions, verify_per_region=s.verify_per_region,
-                             normalize=s.normalize, budget_rule=s.budget_rule,
-                             within_region=s.within_region, hard_prune=s.hard_prune,
-                             verify_small_regions=s.verify_small_regions, score=s.score,
-                             skip_verification=not s.verify)
-
     def _selection_input(self):
         from .selection.base import SelectionInput
 
@@ -359,24 +326,17 @@ class Pipeline:
         return SelectionInput(ids=scores["id"].to_numpy(), embeddings=embeddings,
                               scores={k: scores[k].to_numpy() for k in ("effort", "loss", "el2n")})
 
-    def _baseline(self):
-        from .selection import baselines  # noqa: F401 - registers the baselines
-        from .selection.base import SELECTORS
-
-        s = self.cfg.selection
-        params = {"ccs": {"strata": s.ccs_strata, "hard_cutoff": s.ccs_hard_cutoff},
-                  "d2": {"k": s.d2_k, "gamma": s.d2_gamma}}.get(s.method, {})
-        return SELECTORS[s.method](**params)
-
     def _stage_verify(self) -> dict:
         if not self.is_main:  # K·b_v samples: one process is plenty
             return {}
+        from .selection import make_selector
+
         score = self.cfg.selection.score
         data = self._selection_input()
-        selector = self._selector(self._target_scorer)
+        selector = make_selector(self.cfg.selection, self._target_scorer)
         regions, plan, factors = selector.prepare(data, self.cfg.seed)
         columns = ["id", "region", f"small_{score}", f"target_{score}"]
-        rows = [(data.ids[i], r, data.scores[score][i], selector._target_cache[int(i)])
+        rows = [(data.ids[i], r, data.scores[score][i], selector.target_scores[int(i)])
                 for r, idx in plan.items() for i in idx]
         write_table(self.run / "verification.csv", pd.DataFrame(rows, columns=columns))
         return {"target_samples": len(rows)}
@@ -384,7 +344,7 @@ class Pipeline:
     def _target_scorer(self, indices: np.ndarray) -> np.ndarray:
         """Effort of the given samples on the target with a fresh LoRA (B = 0)."""
         from .models.loading import attach_lora, load_model, tokenizer_fingerprint
-        from .scoring.engine import score_samples
+        from .scoring.engine import named_errors, score_samples
 
         c = self.cfg
         if tokenizer_fingerprint(self.tokenizer("small")) != tokenizer_fingerprint(
@@ -395,7 +355,7 @@ class Pipeline:
         model = self._tuned.get("untuned-target") or attach_lora(
             load_model(c.target, self.device), c.lora, c.seed, dropout=0.0)
         subset = self.tokenized("target", [int(i) for i in indices])
-        with _context(f"scoring on the target model {c.target.name}"):
+        with named_errors(f"scoring on the target model {c.target.name}"):
             table = score_samples(model, subset, self.tokenizer("target").pad_token_id,
                                   batch_size=c.scoring.batch_size, scope=c.scoring.scope,
                                   device=self.device, desc="verification (target)",
@@ -405,35 +365,34 @@ class Pipeline:
     def _source_lines(self, n: int):
         """Where the coreset rows come from: the source file's own lines when it is JSON Lines
         (no parsing: fast at millions of rows, rows unchanged), else the parsed rows."""
-        from .data.source_lines import SourceLines
+        from .data.source_lines import ParsedRows, SourceLines
 
         c = self.cfg.data
         lines = None if c.path == "demo" else SourceLines.open(c.path, n, c.max_samples)
-        return lines or _JsonLines([e.row for e in self.examples])
+        return lines or ParsedRows([e.row for e in self.examples])
 
     def _stage_pick(self) -> dict:
+        from .data.source_lines import text_lines
+        from .selection import make_selector
         from .selection.base import coreset_size
 
         if not self.is_main:
             return {}
         s = self.cfg.selection
         data = self._selection_input()
-        if s.method == "staff":
-            selector = self._selector(_missing_target)
-            if s.verify:
-                verification = read_table(self.run / "verification.csv")
-                position = pd.Index(data.ids).get_indexer(verification["id"])
-                selector._target_cache = dict(zip(position.tolist(),
-                                                  verification.iloc[:, 3].astype(float)))
-        else:
-            selector = self._baseline()
+        selector = make_selector(s, _missing_target)
+        if s.method == "staff" and s.verify:  # the target's scores from stage verify
+            verification = read_table(self.run / "verification.csv")
+            position = pd.Index(data.ids).get_indexer(verification["id"])
+            selector.target_scores.update(zip(position.tolist(),
+                                              verification.iloc[:, 3].astype(float)))
         lines = self._source_lines(data.n)
         summary = {}
         for p in s.pruning_rates:
             m = coreset_size(data.n, p)
             chosen = selector.select(data, m, self.cfg.seed)
             folder = self.run / "selections" / rate_dir(p)
-            write_atomic(folder / "ids.txt", "".join(_lines(np.asarray(data.ids)[chosen])))
+            write_atomic(folder / "ids.txt", "".join(text_lines(np.asarray(data.ids)[chosen])))
             table = getattr(selector, "table_", None)
             if table is not None:
                 write_table(folder / "regions.csv", pd.DataFrame([asdict(r) for r in table]))
@@ -446,83 +405,10 @@ class Pipeline:
         return {"rates": list(summary), "method": s.method}
 
 
-@dataclass
-class _Tokens:
-    id: str
-    input_ids: np.ndarray
-    labels: np.ndarray
-    truncated: bool
-
-
-def _lines(values) -> list[str]:
-    """Text lines for ``"".join``: one per value (fast at millions of ids)."""
-    return ["\n".join(values.tolist()), "\n"] if len(values) else []
-
-
-class _JsonLines:
-    """Each row serialised once, however many pruning rates are written."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-        self._lines: list[str] | None = None
-
-    def subset(self, indices) -> str:
-        if self._lines is None:
-            self._lines = np.array([json.dumps(r, ensure_ascii=False, default=_plain)
-                                    for r in self.rows], dtype=object)
-        return "".join(_lines(self._lines[np.asarray(indices, dtype=np.int64)]))
-
-
-def _plain(value):
-    """numpy scalars and the like, as JSON."""
-    return value.item() if hasattr(value, "item") else str(value)
-
-
-def _data_fingerprint(data_cfg, examples) -> str:
-    """The data options and the data. A local file is hashed as bytes (a million rows in well
-    under a second, without parsing them); other sources by their formatted samples, built by
-    ``examples()``, incrementally: no giant string at a million rows."""
-    digest = hashlib.sha256(json.dumps(asdict(data_cfg), sort_keys=True, default=str).encode())
-    path = Path(data_cfg.path).expanduser()
-    if data_cfg.path != "demo" and path.is_file():
-        digest.update(b"file bytes:")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(block)
-        return digest.hexdigest()[:16]
-    for e in examples():
-        digest.update(f"{len(e.id)}:{e.id}{len(e.prompt)}:{e.prompt}{len(e.response)}:"
-                      f"{e.response}".encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:16]
-
-
 def _options(section, *ignore: str) -> dict:
     """A config section's options minus those that cannot change a stage's result (how often
     to checkpoint): changing them must not redo the stage."""
     return {k: v for k, v in asdict(section).items() if k not in ignore}
-
-
-@contextlib.contextmanager
-def _context(what: str):
-    """A NaN/inf error names the samples; put in front what was done with which model."""
-    from .scoring.engine import ScoringError
-
-    try:
-        yield
-    except ScoringError as err:
-        raise ScoringError(f"{what}: {err}") from err
-
-
-def _check_finite_losses(losses: list[float], name: str) -> None:
-    """A NaN/inf loss while fine-tuning spoils the adapter (and every score after it): stop
-    before it is saved and recorded as done."""
-    from .scoring.engine import ScoringError
-
-    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, dtype=np.float64)))
-    if len(bad):
-        raise ScoringError(f"fine-tuning {name}: NaN or inf loss at step "
-                           f"{bad[0] + 1} of {len(losses)}; look for samples or weights that "
-                           "overflow, or lower finetune.learning_rate.")
 
 
 def _missing_target(indices) -> np.ndarray:  # pragma: no cover - a corrupted run folder

@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from staff.config import DataConfig
 from staff.data.sources import DataError
 
@@ -292,8 +294,8 @@ def _truncate(prompt: list[int], response: list[int], cutoff: int, bos: int | No
     return prompt, response[:cutoff - n_prompt]
 
 
-def tokenize_examples(examples: list[Example], tokenizer, cfg: DataConfig
-                      ) -> list[TokenizedExample]:
+def tokenize_examples(examples: list[Example], tokenizer, cfg: DataConfig,
+                      log_summary: bool = True) -> list[TokenizedExample]:
     """Token ids and labels (loss on response tokens only), at most ``cfg.cutoff_len`` long.
 
     Without a chat template: ``tokenizer(prompt)`` (with special tokens, e.g. BOS) followed by
@@ -320,9 +322,31 @@ def tokenize_examples(examples: list[Example], tokenizer, cfg: DataConfig
                                                  tokenizer.bos_token_id)
         out.append(TokenizedExample(ex.id, prompt_ids + response_ids,
                                     [IGNORE_INDEX] * len(prompt_ids) + response_ids, truncated))
-    n_cut = sum(t.truncated for t in out)
-    log.info("tokenized %d examples; %d truncated to data.cutoff_len=%d", len(out), n_cut,
-             cfg.cutoff_len)
+    if log_summary:
+        log.info("tokenized %d examples; %d truncated to data.cutoff_len=%d", len(out),
+                 sum(t.truncated for t in out), cfg.cutoff_len)
+    return out
+
+
+@dataclass
+class CompactTokens:
+    """A tokenized sample held compactly: int32 arrays (a Python list of ints costs ~8x more,
+    which matters at millions of samples)."""
+    id: str
+    input_ids: np.ndarray
+    labels: np.ndarray
+    truncated: bool
+
+
+def tokenize_compact(examples: list[Example], tokenizer, cfg: DataConfig,
+                     chunk: int = 8192) -> list[CompactTokens]:
+    """``tokenize_examples`` chunk by chunk, keeping only the compact arrays."""
+    out = []
+    for start in range(0, len(examples), chunk):
+        for t in tokenize_examples(examples[start:start + chunk], tokenizer, cfg,
+                                   log_summary=False):
+            out.append(CompactTokens(t.id, np.asarray(t.input_ids, dtype=np.int32),
+                                     np.asarray(t.labels, dtype=np.int32), t.truncated))
     return out
 
 

@@ -170,3 +170,13 @@ def _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler):
     scheduler.load_state_dict(trainer["scheduler"])
     torch.set_rng_state(trainer["torch_rng"])
     return state["step"], state["history"]
+
+
+def check_finite_losses(losses: list[float], name: str) -> None:
+    """A NaN/inf loss while fine-tuning spoils the adapter (and every score after it): stop
+    before it is saved and recorded as done."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, dtype=np.float64)))
+    if len(bad):
+        raise ScoringError(f"fine-tuning {name}: NaN or inf loss at step "
+                           f"{bad[0] + 1} of {len(losses)}; look for samples or weights that "
+                           "overflow, or lower finetune.learning_rate.")

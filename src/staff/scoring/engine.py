@@ -17,6 +17,7 @@ vocabulary it is much of the cost, and the other positions carry no loss.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -39,6 +40,15 @@ _LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
 class ScoringError(ValueError):
     """Scores that cannot be trusted (NaN/inf); the message names the samples."""
+
+
+@contextlib.contextmanager
+def named_errors(what: str):
+    """A ScoringError names the samples; this puts in front what was done with which model."""
+    try:
+        yield
+    except ScoringError as err:
+        raise ScoringError(f"{what}: {err}") from err
 
 
 # ----------------------------------------------------------------------------- LoRA tensors

@@ -12,6 +12,19 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..config import ConfigError, SelectionConfig
+
+
+def check_sizes(n: int, cfg: SelectionConfig) -> None:
+    """Options that cannot work with N samples, as one-line errors before any work."""
+    if cfg.method == "staff" and cfg.regions > n:
+        raise ConfigError(f"selection.regions == {cfg.regions}, must be <= the number of "
+                          f"samples N == {n}.")
+    for p in cfg.pruning_rates:
+        if coreset_size(n, p) < 1:
+            raise ConfigError(f"selection.pruning_rates has {p}: with N == {n} the coreset "
+                              "would be empty.")
+
 
 def coreset_size(n: int, pruning_rate: float) -> int:
     """m = floor(N * (1 - p)), computed so that e.g. N=10, p=0.7 gives 3 and not 2

@@ -205,8 +205,9 @@ class StaffSelector:
     """STAFF selection over a speculative score, given a target-scoring function.
 
     ``verify(indices) -> scores`` scores the given sample indices on the target (fresh LoRA).
-    It is called once per ``plan`` and its answers are cached, so several pruning rates cost
-    the target nothing more.
+    It is called once per ``plan`` and its answers are kept in ``target_scores`` (sample index ->
+    score), so several pruning rates cost the target nothing more; a run that stored them fills
+    ``target_scores`` instead of calling ``verify`` again.
     """
 
     def __init__(self, verify: Callable[[np.ndarray], np.ndarray], regions: int = 50,
@@ -228,7 +229,7 @@ class StaffSelector:
         self.verify_small_regions = verify_small_regions
         self.score = score
         self.skip_verification = skip_verification
-        self._target_cache: dict[int, float] = {}
+        self.target_scores: dict[int, float] = {}
 
     def prepare(self, data: SelectionInput, seed: int):
         """Regions, verification plan and V_i; the same for every pruning rate."""
@@ -238,15 +239,15 @@ class StaffSelector:
         plan = {} if self.skip_verification else plan_verification(
             regions, self.verify_per_region, seed, self.verify_small_regions)
         wanted = np.array(sorted({int(i) for idx in plan.values() for i in idx
-                                  if int(i) not in self._target_cache}), dtype=np.int64)
+                                  if int(i) not in self.target_scores}), dtype=np.int64)
         if len(wanted):
             scores = np.asarray(self.verify(wanted), dtype=np.float64)
             if not np.all(np.isfinite(scores)):
                 bad = [str(data.ids[i]) for i, s in zip(wanted, scores) if not np.isfinite(s)]
                 raise ValueError(f"the target gave NaN/inf scores for {len(bad)} sample(s): "
                                  f"{', '.join(bad[:5])}")
-            self._target_cache.update(zip(wanted.tolist(), scores.tolist()))
-        factors = verification_factors(spec, plan, self._target_cache, self.normalize,
+            self.target_scores.update(zip(wanted.tolist(), scores.tolist()))
+        factors = verification_factors(spec, plan, self.target_scores, self.normalize,
                                        self.regions)
         self.regions_, self.plan_, self.factors_ = regions, plan, factors
         return regions, plan, factors
