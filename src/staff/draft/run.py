@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..runfolder import fingerprint, write_atomic, write_dir_atomic
@@ -90,6 +91,7 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
         prompts = [_prompt_part(t) for t in train[:d.calibration_samples]]
         batches = length_sorted_batches(np.array([len(p.input_ids) for p in prompts]),
                                         d.batch_size)
+        batches = tqdm(batches, desc="ranking layers", unit="batch", disable=not show_progress)
         influence = block_influence(teacher, (collate([prompts[i] for i in b], pad, device)
                                               for b in batches))
         keep = layers_to_keep(influence, keep_n)
