@@ -85,6 +85,17 @@ def rand_index_by_pairs(a, b) -> float:
     return agree / len(pairs)
 
 
+def adjusted_rand_index_by_pairs(a, b) -> float:
+    """Hubert and Arabie's adjustment, from pair counts: (together in both - expected) /
+    (mean of together in each - expected)."""
+    pairs = list(itertools.combinations(range(len(a)), 2))
+    both = sum(a[i] == a[j] and b[i] == b[j] for i, j in pairs)
+    in_a = sum(a[i] == a[j] for i, j in pairs)
+    in_b = sum(b[i] == b[j] for i, j in pairs)
+    expected = in_a * in_b / len(pairs)
+    return (both - expected) / ((in_a + in_b) / 2 - expected)
+
+
 def equal_width(x, k):
     x = np.asarray(x, float)
     return np.clip(np.floor((x - x.min()) / (x.max() - x.min()) * k), 0, k - 1).astype(int)
@@ -112,10 +123,13 @@ def test_agreement_numbers_match_an_independent_computation(report):
     run, _, page = report
     v = pd.read_csv(run / "verification.csv")
     rho = v["small_effort"].corr(v["target_effort"], method="spearman")
-    ri = rand_index_by_pairs(equal_width(v["small_effort"], K), equal_width(v["target_effort"], K))
+    small, target = equal_width(v["small_effort"], K), equal_width(v["target_effort"], K)
+    ri, ari = rand_index_by_pairs(small, target), adjusted_rand_index_by_pairs(small, target)
     assert 0.5 < ri < 1 and 0.5 < rho < 1  # a meaningful check: neither trivial nor degenerate
+    assert 0 < ari < ri
     assert f'<td id="spearman-rho">{rho:.3f}</td>' in page
     assert f'<td id="rand-index">{ri:.3f}</td>' in page
+    assert f'<td id="adjusted-rand-index">{ari:.3f}</td>' in page
 
 
 def test_region_tables_and_composition_and_timings_are_in_the_text(report):

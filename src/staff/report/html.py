@@ -132,24 +132,32 @@ def region_labels(scores: np.ndarray, k: int) -> np.ndarray:
     return make_regions(np.asarray(scores, dtype=float), k).of
 
 
-def agreement(verification: pd.DataFrame, k: int) -> tuple[float, float, float]:
-    """(Spearman's ρ, its p-value, Rand index) between small and target scores on the
-    verified samples; the Rand index compares the K regions each model's own scores induce
-    (the paper's Table 18). NaN where fewer than 2 samples (or a constant score) allow none."""
+def agreement(verification: pd.DataFrame, k: int) -> tuple[float, float, float, float]:
+    """(Spearman's ρ, its p-value, Rand index, adjusted Rand index) between small and target
+    scores on the verified samples; the Rand indices compare the K regions each model's own
+    scores induce (the paper's Table 18 reports the plain one). NaN where fewer than 2 samples
+    (or a constant score) allow none.
+
+    The plain Rand index is high by chance: with K equal-width regions most pairs of samples
+    fall in different regions under any two scorings (0.925 for shuffled scores on Multi30k,
+    BENCHMARKS.md). The adjusted index subtracts what chance gives (0 = chance, 1 = the same
+    partition), so it is shown beside it."""
     from scipy.stats import spearmanr
-    from sklearn.metrics import rand_score
+    from sklearn.metrics import adjusted_rand_score, rand_score
 
     small = verification["small_effort"].to_numpy(float)
     target = verification["target_effort"].to_numpy(float)
     if len(small) < 2:
-        return float("nan"), float("nan"), float("nan")
+        return (float("nan"),) * 4
     if np.ptp(small) > 0 and np.ptp(target) > 0:
         result = spearmanr(small, target)
         rho, p_value = float(result.statistic), float(result.pvalue)
     else:
         rho, p_value = float("nan"), float("nan")
-    ri = float(rand_score(region_labels(small, k), region_labels(target, k)))
-    return rho, p_value, ri
+    small_regions, target_regions = region_labels(small, k), region_labels(target, k)
+    ri = float(rand_score(small_regions, target_regions))
+    ari = float(adjusted_rand_score(small_regions, target_regions))
+    return rho, p_value, ri, ari
 
 
 def region_edges(regions: pd.DataFrame, k: int) -> np.ndarray:
@@ -307,21 +315,25 @@ def _agreement_section(run: Run) -> str:
     head = "<h2>3. Small vs target model on the verified samples</h2>"
     if len(v) < 2:
         return head + '<p class="note">Fewer than two verified samples: nothing to compare.</p>'
-    rho, p_value, ri = agreement(v, k)
+    rho, p_value, ri, ari = agreement(v, k)
     png = figures.agreement_chart(v["small_effort"], v["target_effort"], v["region"], rho, ri)
     stats = (f"<table><tr><th>verified samples</th><td>{len(v)}</td></tr>"
              f"<tr><th>Spearman's ρ (small vs target effort)</th>"
              f'<td id="spearman-rho">{figures._fmt(rho)}</td></tr>'
              f"<tr><th>p-value of ρ</th><td>{p_value:.2g}</td></tr>"
              f"<tr><th>Rand index of the K = {k} regions each model induces</th>"
-             f'<td id="rand-index">{figures._fmt(ri)}</td></tr></table>')
+             f'<td id="rand-index">{figures._fmt(ri)}</td></tr>'
+             f"<tr><th>adjusted Rand index (0 = chance)</th>"
+             f'<td id="adjusted-rand-index">{figures._fmt(ari)}</td></tr></table>')
     return (head + _img(png, "small vs target scores") + _read(
         "each dot is one verified sample: its effort on the small model (x) and on the target "
         "(y), coloured by its region. ρ near 1: the two models rank samples alike, so the "
         "small model's scores can stand in for the target's. The Rand index splits each "
         "model's scores into K equal-width regions and counts the sample pairs both put in "
         "the same or both in different regions (1 = identical partitions; the paper's Table 18 "
-        "reports 0.92–0.94 for same-family pairs). Right: both scores over their own mean, "
+        "reports 0.92–0.94 for same-family pairs). It is high by chance, since most pairs fall "
+        "in different regions under any scoring; the adjusted index removes that (0 = no better "
+        "than chance). Right: both scores over their own mean, "
         "samples in small-model order: in a good pair the two curves rise together.") + stats)
 
 
