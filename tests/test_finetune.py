@@ -22,7 +22,7 @@ def tuned(model_dir, tmp_path, **options):
     mlp.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
     cfg = FinetuneConfig(epochs=2, learning_rate=3e-3, batch_size=8, **options)
     history = finetune_lora(model, samples(), 0, cfg, seed=0, work_dir=tmp_path,
-                            show_progress=False)
+                            checkpoint_every=cfg.checkpoint_every, show_progress=False)
     history["layer_0_forwards"] = len(calls)
     return model, history
 
@@ -43,3 +43,42 @@ def test_gradient_checkpointing_gives_the_same_adapter_and_is_off_afterwards(tin
     base = recomputed.base_model.model
     assert not getattr(base, "is_activation_checkpointing", None) and not any(
         getattr(m, "gradient_checkpointing", False) for m in base.modules())
+
+
+def test_a_resumed_run_counts_the_time_of_the_steps_it_kept(tiny_model_dir, tmp_path,
+                                                           monkeypatch):
+    """Table 2 reports stage times: after a kill, the time before it must not vanish, and the
+    steps redone after the last checkpoint must not count twice."""
+    import json
+
+    import pytest
+
+    import staff.finetune.lora as lora
+
+    save = lora._save_checkpoint
+    saves = []
+
+    def killed_after_third_save(*args):
+        save(*args)
+        saves.append(1)
+        if len(saves) == 3:
+            raise KeyboardInterrupt  # stands in for a kill right after a checkpoint
+
+    monkeypatch.setattr(lora, "_save_checkpoint", killed_after_third_save)
+    with pytest.raises(KeyboardInterrupt):
+        tuned(tiny_model_dir, tmp_path, checkpoint_every=1)
+    monkeypatch.setattr(lora, "_save_checkpoint", save)
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3 and state["history"]["seconds"] > 0
+    # Pretend the first process was slow, so that the sum is told apart from a fresh count.
+    state["history"]["seconds"] = 1000.0
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
+
+    _, history = tuned(tiny_model_dir, tmp_path, checkpoint_every=1)
+    assert history["seconds_before_resume"] == 1000.0
+    assert 1000.0 < history["seconds"] < 1000.0 + 600
+    assert len(history["loss"]) == 10
+
+    _, fresh = tuned(tiny_model_dir, tmp_path / "fresh")
+    assert fresh["seconds_before_resume"] == 0.0 and 0 < fresh["seconds"] < 600
+    torch.testing.assert_close(torch.tensor(history["loss"]), torch.tensor(fresh["loss"]))

@@ -595,6 +595,11 @@ def test_sigkill_during_finetuning_and_scoring_resumes_to_the_same_ids(
     log = run_until(paced, env, folder / "4.log", lambda: len(shards(run)) >= len(done) + 2,
                     "two more shards")
     assert "stage train-small: already done, skipped" in log
+    # The stage time includes the killed processes' share (Table 2 reports it).
+    entry = json.loads((run / "state.json").read_text())["stages"]["train-small"]
+    history = json.loads((run / "small_finetune_history.json").read_text())
+    assert entry["seconds_before_resume"] > 0
+    assert entry["seconds"] > history["seconds"] > entry["seconds_before_resume"]
     now = shards(run)
     assert {name: now[name] for name in done} == done, "finished shards were rewritten"
     assert len(now) < 24

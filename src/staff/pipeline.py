@@ -184,7 +184,9 @@ class Pipeline:
                     raise RunFolderError(f"stage {stage}: {where}: {err.strerror or err}"
                                          ) from err
                 acc.wait_for_everyone()
-                seconds = time.perf_counter() - started
+                # A resumed stage also counts what interrupted processes spent on the work it
+                # kept (Table 2 would otherwise show only the last part).
+                seconds = time.perf_counter() - started + extra.get("seconds_before_resume", 0)
                 if self.is_main:
                     self.run.mark_done(stage, fps[stage], seconds, **extra)
                     if stage in SCRATCH:
@@ -263,7 +265,8 @@ class Pipeline:
                              lambda d: model.save_pretrained(d, save_embedding_layers=False))
             write_json(self.run / f"{role}_finetune_history.json", history)
         self._tuned[role] = model
-        return {"final_loss": history["loss"][-1] if history["loss"] else None}
+        return {"final_loss": history["loss"][-1] if history["loss"] else None,
+                "seconds_before_resume": round(history["seconds_before_resume"], 3)}
 
     def _score(self, role: str, tuned: bool, stage: str, out_name: str,
                embeddings: bool = False) -> dict:

@@ -181,7 +181,8 @@ class TrainEval:
                                 c.finetune, seed, work,
                                 checkpoint_every=c.finetune.checkpoint_every,
                                 show_progress=self.show_progress)
-        seconds = time.perf_counter() - started
+        # With what interrupted processes spent on the steps kept (see finetune_lora).
+        seconds = time.perf_counter() - started + history["seconds_before_resume"]
         write_dir_atomic(adapter, lambda d: model.save_pretrained(d, save_embedding_layers=False))
         write_json(out / "history.json", history)
         info = {"fingerprint": fp, "samples": len(pairs), "seed": seed,

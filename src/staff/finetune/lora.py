@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,11 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
                   work_dir: str | Path, accelerator=None, checkpoint_every: int = 50,
                   show_progress: bool = True) -> dict:
     """Train the LoRA parameters of ``model`` (a PeftModel) in place. Returns the history
-    {"loss": [per optimiser step], "steps": int}. ``work_dir`` holds the resumable checkpoint."""
+    {"loss": [per optimiser step], "steps": int, "seconds": training time,
+    "seconds_before_resume": the part of it spent by earlier, interrupted processes}.
+    ``work_dir`` holds the resumable checkpoint. The time counts each kept step once: steps
+    after the last checkpoint of a killed process are redone and counted when redone, so a
+    resumed run reports about what an uninterrupted one would."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -61,6 +66,8 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     if (ckpt_dir / "state.json").is_file():
         step, history = _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler)
         log.info("resuming fine-tuning at step %d of %d", step, total_steps)
+    earlier = float(history.get("seconds", 0.0))  # checkpoints before 0.2 do not have it
+    started = time.perf_counter()
     if cfg.gradient_checkpointing:
         _set_gradient_checkpointing(accelerator.unwrap_model(model), True)
     model.train()
@@ -109,6 +116,7 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
             bar.set_postfix(loss=f"{mean_loss:.3f}")
             if step % checkpoint_every == 0 or step % steps_per_epoch == 0 or step == total_steps:
                 history["steps"] = step
+                history["seconds"] = earlier + time.perf_counter() - started
                 _save_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler, step, history)
         epoch += 1
     bar.close()
@@ -117,6 +125,8 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
         # Scoring runs on this model next: its hooks must see one forward per sample.
         _set_gradient_checkpointing(accelerator.unwrap_model(model), False)
     history["steps"] = step
+    history["seconds"] = earlier + time.perf_counter() - started
+    history["seconds_before_resume"] = earlier
     return history
 
 
