@@ -145,17 +145,23 @@ def test_interrupted_healing_resumes_to_the_same_weights(six_layers, tmp_path, m
 
         monkeypatch.setattr(heal, "distillation_loss", counting)
         torch.manual_seed(0)
-        heal.distill(student, teacher, tokens, pad, cfg, seed=0, work_dir=work,
-                     show_progress=False)
-        return student
+        history = heal.distill(student, teacher, tokens, pad, cfg, seed=0, work_dir=work,
+                               show_progress=False)
+        return student, history
 
-    straight = run(tmp_path / "a")
+    straight, straight_history = run(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", stop_at=5)  # after the checkpoint at step 3
-    assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 3
-    resumed = run(tmp_path / "b")
+    saved = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
+    assert saved["step"] == 3 and saved["history"]["seconds"] > 0
+    resumed, history = run(tmp_path / "b")
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q, msg=name)
+    # The time of the 3 kept steps counts; the interrupted process's lost step 4 does not.
+    assert history["loss"] == straight_history["loss"]
+    assert straight_history["seconds_before_resume"] == 0
+    assert history["seconds_before_resume"] == saved["history"]["seconds"]
+    assert history["seconds"] > saved["history"]["seconds"]
 
 
 def test_staff_draft_cli_writes_a_model_folder_that_select_accepts(six_layers, tmp_path,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,9 @@ def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
 
 def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, seed: int,
             work_dir: Path, show_progress: bool = True) -> dict:
-    """Train ``student`` in place for ``cfg.heal_steps`` steps. Returns {"loss": [per step]}."""
+    """Train ``student`` in place for ``cfg.heal_steps`` steps. Returns {"loss": [per step],
+    "seconds": healing time, summed over resumed processes (as ``finetune_lora`` counts it),
+    "seconds_before_resume": the earlier processes' part}."""
     from transformers import get_cosine_schedule_with_warmup
 
     device = next(student.parameters()).device
@@ -68,6 +71,7 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
     if (ckpt / "state.json").is_file():
         step, history = _load(ckpt, params, optimizer, scheduler)
         log.info("resuming healing at step %d of %d", step, cfg.heal_steps)
+    earlier, started = float(history.get("seconds", 0.0)), time.perf_counter()
     lengths = np.array([len(e.input_ids) for e in examples])
     per_epoch = max(1, len(examples) // cfg.batch_size)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -105,11 +109,14 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
         bar.update(1)
         bar.set_postfix(kl=f"{loss.item():.3f}")
         if step % cfg.checkpoint_every == 0 and step < cfg.heal_steps:
+            history["seconds"] = earlier + time.perf_counter() - started
             _save(ckpt, params, optimizer, scheduler, step, history)
     bar.close()
     student.eval()
     for p in student.parameters():
         p.requires_grad_(False)
+    history["seconds"] = earlier + time.perf_counter() - started
+    history["seconds_before_resume"] = earlier
     return history
 
 

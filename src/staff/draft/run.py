@@ -122,7 +122,9 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
         "heal": {"steps": d.heal_steps, "first_kl": history["loss"][:1],
                  "last_kl": history["loss"][-1:], "kl": history["loss"]},
         "options": dataclasses.asdict(d),
-        "seconds": round(time.perf_counter() - started, 1),
+        # Wall time, with what interrupted processes spent on the healing steps kept.
+        "seconds": round(time.perf_counter() - started + history["seconds_before_resume"], 1),
+        "heal_seconds": round(history["seconds"], 1),
     }
 
     def write(folder: Path) -> None:
