@@ -3,9 +3,12 @@ tiny random Llama of conftest (no network)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -306,10 +309,16 @@ def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_f
                         lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
     results = Grid(cfg, show_progress=False).run()
     out = tmp_path / "bench"
-    # 6 methods x 2 rates coresets (20 and 10 of 40); on all 40: the full-data cell, STAFF's
-    # small model and the target once for all four target-scoring baselines (they share it).
+    # 6 methods x 2 rates coresets (20 and 10 of 40); on all 40: the full-data cell and
+    # STAFF's small model. The small model is the target here, so the four target-scoring
+    # baselines (which share one fine-tuned target) take STAFF's instead of fine-tuning again;
+    # they score it themselves (they need its embeddings too).
     assert sorted(n for n in calls if n != 40) == [10] * 6 + [20] * 6
-    assert calls.count(40) == 3
+    assert calls.count(40) == 2
+    state = json.loads((out / "select" / "baselines" / "s0" / "state.json").read_text())
+    assert {s: e.get("adopted_from", "") for s, e in state["stages"].items()} == {
+        "train-target": f"{out / 'select' / 'staff' / 's0'} (train-small)",
+        "score-target": "", "pick": ""}
     cells = results["cells"]
     assert set(cells) == {"untuned", "full/s0"} | {f"{m}/p{p}/s0" for m in ALL_METHODS
                                                    for p in ("0.50", "0.75")}
@@ -357,6 +366,42 @@ def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_f
     assert sorted(n for n in calls if n != 40) == [4]
     assert "| Method | p = 50% | p = 75% | p = 90% |" in res.output
     assert "| Random | 0.0 | 0.0 | – |" in res.output  # random at 90% was not run
+
+
+def test_adopted_stages_give_the_selection_a_run_of_its_own_gives(tmp_path, translation_files,
+                                                                  tiny_model_dir):
+    """STAFF with the small model = the target takes the baselines' fine-tuned, scored target;
+    its coresets must be those of a STAFF run that does the work itself. A small model that is
+    not the target takes nothing."""
+    import shutil
+
+    from staff.bench import load_bench_config
+    from staff.bench.shared_stages import adopt_shared_stages
+    from staff.pipeline import select
+
+    cfg = load_bench_config(bench_file(tmp_path, translation_files, tiny_model_dir))
+    baselines = cfg.selection_config("grand", 0, [0.5, 0.75])
+    select(baselines, show_progress=False)
+    staff = cfg.selection_config("staff", 0, [0.5, 0.75])
+    assert adopt_shared_stages(staff, [Path(baselines.output_dir)]) == ["train-small", "score"]
+    adopted = select(staff, show_progress=False)
+    assert adopted.timings["train-small"] == json.loads(
+        (Path(baselines.output_dir) / "state.json").read_text())["stages"]["train-target"]["seconds"]
+
+    own = dataclasses.replace(staff, output_dir=str(tmp_path / "own"))
+    alone = select(own, show_progress=False)
+    assert alone.ids == adopted.ids
+    pd.testing.assert_frame_equal(pd.read_csv(Path(own.output_dir) / "scores.csv"),
+                                  pd.read_csv(Path(staff.output_dir) / "scores.csv"))
+
+    # Nothing to take again; and nothing when the small model differs from the target.
+    assert adopt_shared_stages(staff, [Path(baselines.output_dir)]) == []
+    other_small = tmp_path / "other-small"
+    shutil.copytree(tiny_model_dir, other_small)
+    differs = dataclasses.replace(staff, output_dir=str(tmp_path / "differs"),
+                                  small=dataclasses.replace(staff.small, name=str(other_small)))
+    assert adopt_shared_stages(differs, [Path(baselines.output_dir)]) == []
+    assert not (tmp_path / "differs").exists()
 
 
 def test_reference_cells_reuse_another_benchs_untuned_and_full_cells(

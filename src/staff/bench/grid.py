@@ -6,7 +6,9 @@ Layout of ``output_dir`` (everything cached; a stopped run resumes where it stop
 
   bench.yaml                    the resolved bench config
   select/<method>/s<seed>/      a selection run folder (resumes by itself; serves every rate);
-                                GraNd, EL2N, CCS, D2 share select/baselines/s<seed>/
+                                GraNd, EL2N, CCS, D2 share select/baselines/s<seed>/; when
+                                the small model is the target, STAFF's train-small and score
+                                are copied from there (or theirs from STAFF's), not redone
   cells/untuned/eval/           metrics.json, predictions.jsonl of the untuned target
   cells/full/s<seed>/           adapter/, history.json, train.json, ids.txt, eval/
                                 (both taken from ``reference_cells`` when it is set)
@@ -31,6 +33,7 @@ import yaml
 from ..config import FINETUNE_NO_EFFECT
 from ..runfolder import fingerprint, write_atomic, write_json
 from .config import ROW_ORDER, BenchConfig, check_methods, check_rates, check_seeds
+from .shared_stages import adopt_shared_stages
 from .tables import cell_key, render
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,10 @@ class Grid:
 
         run_cfg = self.cfg.selection_config(method, seed, rates)
         log.info("selection %s (seed %d) in %s", method, seed, run_cfg.output_dir)
+        # With the small model = the target, STAFF's stage 1 is the baselines' fine-tuning.
+        donors = {Path(self.cfg.selection_config(m, seed, rates).output_dir)
+                  for m in ("staff", "grand")} - {Path(run_cfg.output_dir)}
+        adopt_shared_stages(run_cfg, sorted(donors))
         result = select(run_cfg, show_progress=self.show_progress)
         self.results["selection"][f"{method}/s{seed}"] = {
             "method": method, "seed": seed, "overhead": float(result.selection_overhead),

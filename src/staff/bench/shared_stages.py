@@ -1,0 +1,68 @@
+"""Stages a selection run takes from another run of the same bench when their inputs agree.
+
+In an "oracle" bench the small model is the target. STAFF's train-small is then the very run
+the baselines' train-target is (same model, data, LoRA, recipe and seed: the same
+fingerprint), and its score is their score-target without the embeddings. Instead of
+fine-tuning and scoring twice (25 minutes per seed on DialogSum here), the second run copies
+the first one's outputs and records the stage as done, with the donor's time, since that is
+what the stage costs, and where it came from (``adopted_from`` in state.json).
+
+A stage is taken only when its fingerprint equals the donor's, so a bench whose small model
+differs from its target, or whose options differ, takes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from ..config import RunConfig
+from ..runfolder import RunFolder, write_atomic, write_dir_atomic
+
+log = logging.getLogger(__name__)
+
+# What each stage leaves in its run folder, in corresponding order.
+OUTPUTS = {"train-small": ("small_adapter", "small_finetune_history.json"),
+           "train-target": ("target_adapter", "target_finetune_history.json"),
+           "score": ("scores.csv",),
+           "score-target": ("target_scores.csv", "target_embeddings.npy")}
+# The donor stage that computes the same thing as a stage when their fingerprints agree.
+# (score-target cannot come from score: it also needs the embeddings.)
+SAME_WORK = {"train-small": "train-target", "train-target": "train-small",
+             "score": "score-target"}
+
+
+def adopt_shared_stages(run_cfg: RunConfig, donors: list[Path]) -> list[str]:
+    """Copy into ``run_cfg``'s run folder the leading stages that a donor run folder has done
+    with the same fingerprint; returns the stages taken. Stops at the first stage that is
+    neither done nor available, since the stages after it depend on it."""
+    from ..pipeline import Pipeline
+
+    mine = Pipeline(run_cfg, show_progress=False)
+    fps = mine.fingerprints()
+    taken = []
+    for stage in mine.stages:
+        if mine.run.is_done(stage, fps[stage]):
+            continue
+        donor = next((RunFolder(d) for d in donors if stage in SAME_WORK
+                      and RunFolder(d).is_done(SAME_WORK[stage], fps[stage])), None)
+        if donor is None:
+            break
+        theirs = SAME_WORK[stage]
+        mine.run.create()
+        for source, target in zip(OUTPUTS[theirs], OUTPUTS[stage]):
+            _copy(donor / source, mine.run / target)
+        seconds = donor.state["stages"][theirs]["seconds"]
+        mine.run.mark_done(stage, fps[stage], seconds,
+                           adopted_from=f"{donor.path} ({theirs})")
+        log.info("stage %s: taken from %s's %s (the same inputs)", stage, donor.path, theirs)
+        taken.append(stage)
+    return taken
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        write_dir_atomic(target, lambda d: shutil.copytree(source, d, dirs_exist_ok=True))
+    else:
+        write_atomic(target, source.read_bytes())
