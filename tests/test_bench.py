@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -343,6 +344,12 @@ def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_f
         assert all(l.count("|") == 4 for l in lines)
     assert [l.split(" | ")[0] for l in blocks[2].splitlines()[2:]] == [
         "| Random", "| GraNd", "| EL2N", "| CCS", "| D2 Pruning", "| STAFF"]
+    # The baselines' fine-tuning was STAFF's: marked, with a footnote saying so.
+    grand_row = blocks[2].splitlines()[3]
+    assert "train-target " in grand_row and "† " not in grand_row.split("train-target")[0]
+    assert re.search(r"train-target \d+\.\d†, score-target \d+\.\d, pick", grand_row)
+    assert "†" not in blocks[2].splitlines()[-1]  # the STAFF row
+    assert "\n\n† The same work as another selection run" in tables
     assert f"{cells['staff/p0.50/s0']['rouge_l']:.1f}" in blocks[0]
 
     # Again: nothing is fine-tuned or generated, the results stay.

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from ..config import FINETUNE_NO_EFFECT
-from ..runfolder import fingerprint, write_atomic, write_json
+from ..runfolder import RunFolder, fingerprint, write_atomic, write_json
 from .config import ROW_ORDER, BenchConfig, check_methods, check_rates, check_seeds
 from .shared_stages import adopt_shared_stages
 from .tables import cell_key, render
@@ -173,9 +173,11 @@ class Grid:
                   for m in ("staff", "grand")} - {Path(run_cfg.output_dir)}
         adopt_shared_stages(run_cfg, sorted(donors))
         result = select(run_cfg, show_progress=self.show_progress)
+        stages = RunFolder(result.run_dir).state["stages"]
         self.results["selection"][f"{method}/s{seed}"] = {
             "method": method, "seed": seed, "overhead": float(result.selection_overhead),
             "timings": {k: float(v) for k, v in result.timings.items()},
+            "adopted": [k for k in result.timings if "adopted_from" in stages.get(k, {})],
             "rates": sorted(float(p) for p in result.ids), "run_dir": str(result.run_dir)}
         self._save()
         return result

@@ -11,6 +11,7 @@ NAMES = {"random": "Random", "grand": "GraNd", "el2n": "EL2N", "ccs": "CCS", "d2
          "staff": "STAFF", "full": "Full data (p = 0)", "untuned": "Untuned target"}
 METRICS = {"rouge_l": "ROUGE-L (F, x100)", "bleu": "BLEU-4 (sacreBLEU)"}
 MISSING = "–"
+ADOPTED = "†"  # a stage copied from another selection run of the bench
 
 
 def cell_key(method: str, rate: float | None = None, seed: int | None = None) -> str:
@@ -61,12 +62,21 @@ def table2(results: dict, methods: list[str], seeds: list[int]) -> str:
     sel = results.get("selection", {})
     lines = [_row(["Method", "Selection overhead (s)", "Stages (s, first seed)"]),
              _row(["---", "---:", "---"])]
+    adopted_any = False
     for m in methods:
         runs = [sel.get(f"{m}/s{s}") for s in seeds]
         overhead = mean_sd([r["overhead"] for r in runs if r])
         first = next((r for r in runs if r), None)
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in first["timings"].items()) if first else MISSING
+        stages = MISSING
+        if first:
+            adopted = set(first.get("adopted", ()))
+            adopted_any |= bool(adopted)
+            stages = ", ".join(f"{k} {v:.1f}{ADOPTED if k in adopted else ''}"
+                               for k, v in first["timings"].items())
         lines.append(_row([NAMES.get(m, m), overhead, stages]))
+    if adopted_any:
+        lines.append(f"\n{ADOPTED} The same work as another selection run of this bench (the "
+                     "small model is the target): copied from it, with the time it took there.")
     return "\n".join(lines)
 
 
