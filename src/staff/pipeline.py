@@ -247,8 +247,8 @@ class Pipeline:
     def _train(self, role: str) -> dict:
         """LoRA fine-tuning of the ``role`` model (small or target) on the full data."""
         from .finetune.lora import check_finite_losses, finetune_lora
-        from .scoring.engine import named_errors
         from .models.loading import attach_lora, load_model
+        from .scoring.engine import named_errors
 
         c, model_cfg = self.cfg, getattr(self.cfg, role)
         data = self.tokenized(role)
