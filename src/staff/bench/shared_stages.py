@@ -41,15 +41,15 @@ def adopt_shared_stages(run_cfg: RunConfig, donors: list[Path]) -> list[str]:
 
     mine = Pipeline(run_cfg, show_progress=False)
     fps = mine.fingerprints()
+    folders = [RunFolder(d) for d in donors]
     taken = []
     for stage in mine.stages:
         if mine.run.is_done(stage, fps[stage]):
             continue
-        donor = next((RunFolder(d) for d in donors if stage in SAME_WORK
-                      and RunFolder(d).is_done(SAME_WORK[stage], fps[stage])), None)
+        theirs = SAME_WORK.get(stage)
+        donor = next((f for f in folders if theirs and f.is_done(theirs, fps[stage])), None)
         if donor is None:
             break
-        theirs = SAME_WORK[stage]
         mine.run.create()
         for source, target in zip(OUTPUTS[theirs], OUTPUTS[stage]):
             _copy(donor / source, mine.run / target)
