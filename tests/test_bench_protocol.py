@@ -256,3 +256,24 @@ def test_powered_grid_config_errors(tmp_path, translation_files, tiny_model_dir)
                                  "methods=['staff:bad']", "parts=[]"])
     with pytest.raises(ConfigError, match="decode_rates contains 2.0"):
         load_bench_config(path, ["decode_rates=[2.0]"])
+
+
+def test_processes_running_other_parts_share_a_bench_folder(tmp_path, translation_files,
+                                                            tiny_model_dir):
+    """Two Grids opened on one folder before either ran (two processes, one per GPU), each
+    running its own part: results.json ends with both parts' cells, not the last writer's."""
+    from staff.bench import Grid, load_bench_config
+
+    path = powered_file(tmp_path, translation_files, tiny_model_dir, seeds=[0, 1],
+                        full_seeds=[0], decode_rates=None,
+                        parts=[{"methods": ["random"], "rates": [0.5]},
+                               {"methods": ["length"], "rates": [0.5]}])
+    first = Grid(load_bench_config(path), show_progress=False)
+    second = Grid(load_bench_config(path), show_progress=False)
+    first.run(parts=[1])
+    second.run(parts=[2])
+    cells = json.loads((tmp_path / "bench" / "results.json").read_text())["cells"]
+    assert set(cells) == {"untuned", "full/s0", "random/p0.50/s0", "random/p0.50/s1",
+                          "length/p0.50/s0", "length/p0.50/s1"}  # full_seeds: only s0
+    with pytest.raises(ConfigError, match=r"parts == \[3\], must be numbers in 1..2"):
+        first.run(parts=[3])

@@ -322,6 +322,10 @@ def bench(config: str = typer.Argument(..., help="Bench YAML, e.g. "
           protocol: Optional[str] = typer.Option(None, "--protocol", help="epochs (the "
                                                  "recipe's epochs on the coreset) or steps "
                                                  "(the full-data cell's step count)."),
+          parts: Optional[str] = typer.Option(None, "--parts", help="Comma-separated parts of "
+                                              "the config to run (1-based), e.g. 1,2; "
+                                              "processes running other parts may share the "
+                                              "bench folder (one per GPU)."),
           quiet: bool = QuietOpt, debug: bool = DebugOpt):
     """Benchmark grid: methods x pruning rates x seeds (select, fine-tune the target on each
     coreset, evaluate: held-out loss, and ROUGE-L / BLEU-4 where decoded), plus the full-data
@@ -333,13 +337,20 @@ def bench(config: str = typer.Argument(..., help="Bench YAML, e.g. "
 
     def action():
         from .bench import Grid, load_bench_config
+        from .config import ConfigError
 
         def split(text):
             return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
         cfg = load_bench_config(config, set_)
         grid = Grid(cfg, show_progress=not quiet)
-        grid.run(split(methods), split(rates), split(seeds), protocol)
+        part_numbers = None
+        if parts:
+            try:
+                part_numbers = [int(p) for p in split(parts)]
+            except ValueError:
+                raise ConfigError(f"--parts {parts!r}: give part numbers, e.g. 1,2.") from None
+        grid.run(split(methods), split(rates), split(seeds), protocol, part_numbers)
         path = grid.out / "tables.md"
         typer.echo(path.read_text(encoding="utf-8"))
         typer.echo(f"tables: {path}\nresults: {grid.results_path}")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import FINETUNE_NO_EFFECT
+from ..config import FINETUNE_NO_EFFECT, ConfigError
 from ..runfolder import RunFolder, fingerprint, write_atomic, write_json
 from .cells_csv import write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
@@ -79,6 +79,7 @@ class Grid:
         self.train_eval = TrainEval(cfg.train_eval(), show_progress=show_progress)
         self.results_path = self.out / "results.json"
         self.results = self._load_results()
+        self._recorded = {"cells": set(), "per_example": set(), "selection": set()}
 
     def _load_results(self) -> dict:
         fp = bench_fingerprint(self.cfg)
@@ -98,22 +99,51 @@ class Grid:
         return results
 
     def _save(self) -> None:
-        write_json(self.results_path, self.results)
+        """Write results.json, merged with what other processes of this bench wrote since we
+        read it: several ``staff bench --parts`` processes (one per GPU) may share a bench
+        folder. The read-merge-write runs under a file lock; each process contributes the
+        entries it recorded, so none overwrites another's cells."""
+        from filelock import FileLock
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.results_path) + ".lock"):
+            try:
+                disk = json.loads(self.results_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                disk = {}
+            if disk.get("fingerprint") == self.results["fingerprint"]:
+                for key in ("cells", "per_example", "selection"):
+                    mine = {k: v for k, v in self.results[key].items()
+                            if k in self._recorded[key]}
+                    self.results[key] = {**disk.get(key, {}), **mine}
+                runs = disk.get("runs", [])
+                self.results["runs"] = runs + [r for r in self.results["runs"] if r not in runs]
+            write_json(self.results_path, self.results)
 
     # ---------------------------------------------------------------- the grid
     def run(self, methods: list[str] | None = None, rates: list[float] | None = None,
-            seeds: list[int] | None = None, protocol: str | None = None) -> dict:
+            seeds: list[int] | None = None, protocol: str | None = None,
+            parts: list[int] | None = None) -> dict:
         """Run (or take from the cache) the config's parts, or, when any argument is given,
         the one part ``methods x rates x seeds`` under ``protocol`` (each defaulting to the
         config's top-level value); plus the full-data cell of every seed and the untuned
-        target. Writes results.json, cells.csv and tables.md as cells finish. Returns the
-        results store."""
+        target. ``parts``: run only these parts of the config (1-based). Writes results.json,
+        cells.csv and tables.md as cells finish. Returns the results store."""
         c = self.cfg
+        if parts is not None and any(a is not None for a in (methods, rates, seeds, protocol)):
+            raise ConfigError("give either parts or methods/rates/seeds/protocol, not both.")
         if any(a is not None for a in (methods, rates, seeds, protocol)):
             parts = [Part(methods=check_methods(methods, c.variants) if methods else c.methods,
                           rates=check_rates(rates) if rates else c.pruning_rates,
                           seeds=check_seeds(seeds) if seeds else c.seeds,
                           protocol=check_protocol(protocol) if protocol else c.protocol)]
+        elif parts is not None:
+            every = c.grid_parts()
+            bad = [i for i in parts if not (isinstance(i, int) and 1 <= i <= len(every))]
+            if bad or not parts:
+                raise ConfigError(f"parts == {parts}, must be numbers in 1..{len(every)} (the "
+                                  "config's parts, in order).")
+            parts = [every[i - 1] for i in parts]
         else:
             parts = c.grid_parts()
         # Selection covers the config's rates too, so that a partial call leaves the selection
@@ -133,7 +163,7 @@ class Grid:
                 part.seeds) else part.seeds
             log.info("bench %s: methods %s, rates %s, seeds %s, protocol %s", self.out,
                      part.methods, part.rates, seeds, part.protocol)
-            for seed in seeds:
+            for seed in (seeds if c.full_seeds is None else c.full_seeds):
                 self._cell("full", 0.0, seed, None, reference / "full" / f"s{seed}", "epochs",
                            True)
             for seed in seeds:
@@ -158,8 +188,6 @@ class Grid:
         """The cells folder of ``reference_cells``, after checking that its untuned and
         full-data cells were made with this bench's protocol (else they would be redone there,
         over the other bench's results)."""
-        from ..config import ConfigError
-
         if not self.cfg.reference_cells:
             return None
         other = Path(self.cfg.reference_cells)
@@ -197,6 +225,7 @@ class Grid:
         adopt_shared_stages(run_cfg, sorted(donors))
         result = select(run_cfg, show_progress=self.show_progress)
         stages = RunFolder(result.run_dir).state["stages"]
+        self._recorded["selection"].add(f"{method}/s{seed}")
         self.results["selection"][f"{method}/s{seed}"] = {
             "method": method, "seed": seed, "overhead": float(result.selection_overhead),
             "timings": {k: float(v) for k, v in result.timings.items()},
@@ -238,6 +267,8 @@ class Grid:
                          finetune_seconds=train_info.get("seconds"),
                          final_loss=train_info.get("final_loss"))
         self.results["cells"][key] = entry
+        self._recorded["cells"].add(key)
+        self._recorded["per_example"].add(key)
         per = {"loss": loss["per_example"]}
         if metrics:
             per["rouge_l"] = _per_example_rouge(eval_dir / "predictions.jsonl")
