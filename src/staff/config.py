@@ -170,6 +170,24 @@ class SelectionConfig:
                                 "code used 0.1; the paper does not).")
     verify_small_regions: bool = _f(True, "Verify regions with <= b_v samples too (paper). "
                                           "False: such regions get V_i = 1 (authors' code).")
+    # Variants beyond the paper (docs/method.md, "Variants"); the defaults are Algorithm 1.
+    region_edges: Literal["equal-width", "quantile-clipped", "log", "equal-count"] = _f(
+        "equal-width", "How the K regions split the scores: 'equal-width' over [min, max] "
+                       "(paper); 'quantile-clipped': equal width over the [region_clip, "
+                       "1 - region_clip] quantiles, the tails joining the end regions (a few "
+                       "huge scores no longer squeeze everything into one region); 'log': "
+                       "equal width over log(score); 'equal-count': K regions of N/K samples.")
+    region_clip: float = _f(0.01, "Quantile clipped at each end by region_edges: "
+                                  "quantile-clipped.")
+    verify_scale: Literal["score", "rank"] = _f(
+        "score", "V_i from the normalised scores (paper, Eq. 3) or from their ranks among the "
+                 "verified samples, so a fine-tuned small model and an untuned target compare "
+                 "by order, not by scale.")
+    length_adjust: Literal["none", "sum", "residual"] = _f(
+        "none", "Effort is the gradient of a MEAN token loss, so long responses get small "
+                "scores. 'sum': the gradient of the summed loss (effort x response tokens); "
+                "'residual': effort / n^b, b fitted by least squares of log effort on log n "
+                "(the length trend removed). Applied to the small and target scores alike.")
 
     def __post_init__(self) -> None:
         if isinstance(self.pruning_rates, (int, float, str)):
@@ -194,6 +212,9 @@ class SelectionConfig:
                               "must be >= 1.")
         if not 0.0 <= self.hard_prune < 1.0:
             raise ConfigError(f"selection.hard_prune == {self.hard_prune}, must be in [0, 1).")
+        if not 0.0 < self.region_clip < 0.5:
+            raise ConfigError(f"selection.region_clip == {self.region_clip}, must be in "
+                              "(0, 0.5).")
 
 
 @dataclass

@@ -144,7 +144,7 @@ class Pipeline:
             score = fingerprint(tune, scoring)
         verify = fingerprint(score, asdict(c.target), asdict(c.lora), c.scoring.scope, s.regions,
                              s.verify_per_region, s.hard_prune, s.verify_small_regions, s.score,
-                             s.verify, c.seed)
+                             s.verify, c.seed, *_variant_options(s))
         tune_target = fingerprint(data, asdict(c.target), *tune_options)
         score_target = fingerprint(tune_target, scoring)
         lengths = fingerprint(data, asdict(c.target))  # the target's tokenizer counts them
@@ -339,7 +339,8 @@ class Pipeline:
         if method == "d2":
             embeddings = np.load(self.run / "target_embeddings.npy")
         return SelectionInput(ids=scores["id"].to_numpy(), embeddings=embeddings,
-                              scores={k: scores[k].to_numpy() for k in ("effort", "loss", "el2n")})
+                              scores={k: scores[k].to_numpy() for k in
+                                      ("effort", "loss", "el2n", "n_response_tokens")})
 
     def _stage_verify(self) -> dict:
         if not self.is_main:  # K·b_v samples: one process is plenty
@@ -418,6 +419,17 @@ class Pipeline:
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)
         write_json(self.run / "selections" / "summary.json", summary)
         return {"rates": list(summary), "method": s.method}
+
+
+def _variant_options(s) -> tuple:
+    """The region and length options beyond the paper, when set: they change the regions and
+    so the verified samples. Left out at their defaults, so that runs made before they existed
+    keep their fingerprints."""
+    options = {"region_edges": s.region_edges, "length_adjust": s.length_adjust}
+    if s.region_edges == "quantile-clipped":
+        options["region_clip"] = s.region_clip
+    changed = {k: v for k, v in options.items() if v not in ("equal-width", "none")}
+    return (changed,) if changed else ()
 
 
 def _options(section, *ignore: str) -> dict:
