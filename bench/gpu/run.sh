@@ -51,35 +51,47 @@ if [ -n "${SMOKE:-}" ]; then  # tiny sizes, to test this script on a CPU
   M_SETS+=(--set select.data.max_samples=32 --set finetune.epochs=1 --set select.finetune.epochs=1 --set eval.max_samples=8 --set eval.decode_samples=4
            --set select.selection.regions=4 --set select.selection.verify_per_region=2
            --set eval.max_new_tokens=8 --set select.data.cutoff_len=96
-           --set seeds=[0,1] --set "parts=[{methods: [staff, random], rates: [0.9], seeds: [0, 1]}, {methods: [length], rates: [0.9]}, {methods: [staff, random], rates: [0.9], protocol: steps, seeds: [0]}, {methods: ['staff:draft'], rates: [0.9]}]")
+           --set seeds=[0,1] --set "parts=[{methods: [staff, random], rates: [0.9], seeds: [0, 1]}, {methods: [length], rates: [0.9]}, {methods: [staff, random], rates: [0.9], protocol: steps, seeds: [0]}, {methods: ['staff:draft'], rates: [0.9]}, {methods: ['staff:log'], rates: [0.9], seeds: [0]}]")
   S_SETS+=(--set select.data.max_samples=16 --set finetune.epochs=1 --set select.finetune.epochs=1 --set eval.max_samples=4 --set seeds=[0]
            --set select.selection.regions=3 --set select.selection.verify_per_region=2
-           --set eval.max_new_tokens=8 --set "parts=[{methods: [staff, random], rates: [0.9]}]")
+           --set eval.max_new_tokens=8 --set "parts=[{methods: [staff, random], rates: [0.9]}, {methods: ['staff:rank'], rates: [0.9]}]")
   DRAFT_SETS+=(--set data.max_samples=48 --set draft.heal_steps=4 --set draft.calibration_samples=8
                --set draft.held_out=4)
-  P1_PARTS=1,2; P2_M_PARTS=4; P3_PARTS=3; WAIT_SEEDS="0 1"
+  P1_PARTS=1,2; P2_M_PARTS=4; P3_PARTS=3; WAIT_SEEDS="0 1"; D_WAIT="0"; D_PARTS=1; P4_M_PARTS=5; P4_D_PARTS=2
 else
-  P1_PARTS=1,2,4,5,6,7; P2_M_PARTS=8,9; P3_PARTS=3; WAIT_SEEDS="0 1 2"
+  P1_PARTS=1,2,4,5,6,7; P2_M_PARTS=8,9; P3_PARTS=3; WAIT_SEEDS="0 1 2"; D_WAIT="0 1 2"; D_PARTS=1,2,3
+  P4_M_PARTS=10,11; P4_D_PARTS=4,5
 fi
+DCFG=configs/bench/dialogsum-powered.yaml
+DDIR=runs/bench/dialogsum-powered
+wait_for() {  # wait_for DIR SEEDS: until STAFF's and Random's selections of those seeds exist
+  for s in $2; do for m in staff random; do
+    while [ ! -f $1/select/$m/s$s/selections/summary.json ] && [ "$(left)" -gt 10 ]; do sleep 5; done
+  done; done
+}
 MCFG=configs/bench/multi30k-powered.yaml
 MDIR=runs/bench/multi30k-powered
 STAFF=(python3 -m staff.cli)
 
 ( run "${STAFF[@]}" bench $MCFG --parts $P1_PARTS "${M_SETS[@]}" ) > runs/logs/p1.log 2>&1 &
 P1=$!
-( run "${STAFF[@]}" bench configs/bench/dialogsum-powered.yaml "${S_SETS[@]}"
+( run "${STAFF[@]}" bench $DCFG --parts $D_PARTS "${S_SETS[@]}"
   run "${STAFF[@]}" draft -c configs/draft/multi30k-smollm2.yaml "${DRAFT_SETS[@]}"
   # The full-data cell is process 1's first work; wait for it rather than train it twice.
   while [ ! -f $MDIR/cells/full/s0/eval/metrics.json ] && [ "$(left)" -gt 10 ]; do sleep 5; done
   run "${STAFF[@]}" bench $MCFG --parts $P2_M_PARTS "${M_SETS[@]}" ) > runs/logs/p2.log 2>&1 &
 P2=$!
 ( # Part 3 re-uses part 1's selections (seeds 0-2): start once they exist.
-  for s in 0 1; do for m in staff random; do
-    while [ ! -f $MDIR/select/$m/s$s/selections/summary.json ] && [ "$(left)" -gt 10 ]; do sleep 5; done
-  done; done
+  wait_for $MDIR "$WAIT_SEEDS"
   run "${STAFF[@]}" bench $MCFG --parts $P3_PARTS "${M_SETS[@]}" ) > runs/logs/p3.log 2>&1 &
 P3=$!
-while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null; do
+( # The variants of issue 15 take STAFF's stage 1 (same small model, stage 1 held fixed).
+  wait_for $MDIR "$WAIT_SEEDS"
+  run "${STAFF[@]}" bench $MCFG --parts $P4_M_PARTS "${M_SETS[@]}"
+  wait_for $DDIR "$D_WAIT"
+  run "${STAFF[@]}" bench $DCFG --parts $P4_D_PARTS "${S_SETS[@]}" ) > runs/logs/p4.log 2>&1 &
+P4=$!
+while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null || kill -0 $P4 2>/dev/null; do
   sleep 15; echo "t=$(( $(date +%s) - START )) s: $(ls $MDIR/cells/*/p*/ 2>/dev/null | grep -c '^s') multi30k cells, $(ls runs/bench/dialogsum-powered/cells/*/p*/ 2>/dev/null | grep -c '^s') dialogsum cells"
 done
 wait
