@@ -25,7 +25,11 @@ else
 fi
 HF=/tmp/smollm2-hf
 if [ ! -f $HF/config.json ]; then
-  cat .gpu1/m.xz.part00 .gpu2/m.xz.part01 | xz -d -T4 > /tmp/smollm2.gguf
+  if command -v xz >/dev/null; then
+    cat .gpu1/m.xz.part00 .gpu2/m.xz.part01 | xz -d -T4 > /tmp/smollm2.gguf
+  else
+    cat .gpu1/m.xz.part00 .gpu2/m.xz.part01 | python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer, 1 << 22)" > /tmp/smollm2.gguf
+  fi
   sha256sum /tmp/smollm2.gguf
   python3 bench/gpu/convert_gguf.py /tmp/smollm2.gguf $HF || exit 4
 fi
