@@ -56,7 +56,7 @@ if [ -n "${SMOKE:-}" ]; then  # tiny sizes, to test this script on a CPU
            --set select.selection.regions=4 --set select.selection.verify_per_region=2
            --set eval.max_new_tokens=8 --set select.data.cutoff_len=96
            --set seeds=[0,1] --set "parts=[{methods: [staff, random], rates: [0.9], seeds: [0, 1]}, {methods: [length], rates: [0.9]}, {methods: [staff, random], rates: [0.9], protocol: steps, seeds: [0]}, {methods: ['staff:draft'], rates: [0.9]}, {methods: ['staff:log'], rates: [0.9], seeds: [0]}]")
-  S_SETS+=(--set select.data.max_samples=16 --set finetune.epochs=1 --set select.finetune.epochs=1 --set eval.max_samples=4 --set seeds=[0]
+  S_SETS+=(--set select.data.max_samples=40 --set finetune.epochs=1 --set select.finetune.epochs=1 --set eval.max_samples=4 --set seeds=[0]
            --set select.selection.regions=3 --set select.selection.verify_per_region=2
            --set eval.max_new_tokens=8 --set "parts=[{methods: [staff, random], rates: [0.9]}, {methods: ['staff:rank'], rates: [0.9]}]")
   DRAFT_SETS+=(--set data.max_samples=48 --set draft.heal_steps=4 --set draft.calibration_samples=8

@@ -326,6 +326,9 @@ def bench(config: str = typer.Argument(..., help="Bench YAML, e.g. "
                                               "the config to run (1-based), e.g. 1,2; "
                                               "processes running other parts may share the "
                                               "bench folder (one per GPU)."),
+          tables_only: bool = typer.Option(False, "--tables-only", help="Only write "
+                                           "tables.md and cells.csv again from results.json "
+                                           "(e.g. after a run stopped mid-part)."),
           quiet: bool = QuietOpt, debug: bool = DebugOpt):
     """Benchmark grid: methods x pruning rates x seeds (select, fine-tune the target on each
     coreset, evaluate: held-out loss, and ROUGE-L / BLEU-4 where decoded), plus the full-data
@@ -344,6 +347,14 @@ def bench(config: str = typer.Argument(..., help="Bench YAML, e.g. "
 
         cfg = load_bench_config(config, set_)
         grid = Grid(cfg, show_progress=not quiet)
+        if tables_only:
+            if not grid.results_path.is_file():
+                raise ConfigError(f"--tables-only: {grid.results_path} does not exist; run the "
+                                  "bench first.")
+            path = grid.write_tables()
+            typer.echo(path.read_text(encoding="utf-8"))
+            typer.echo(f"tables: {path}\ncells: {grid.out / 'cells.csv'}")
+            return
         part_numbers = None
         if parts:
             try:
