@@ -233,6 +233,22 @@ def test_powered_grid_parts_protocols_stage1_and_cells_csv(tmp_path, translation
     assert "Table 1 (steps protocol" in tables and "| STAFF (noverify) |" in tables
     assert "Difference to Random (epochs protocol), held-out response loss" in tables
 
+    # --tables-only writes the same tables and CSV again from results.json, training nothing.
+    from typer.testing import CliRunner
+
+    from staff.cli import app
+
+    csv_text = (out / "cells.csv").read_text()
+    (out / "tables.md").unlink()
+    (out / "cells.csv").unlink()
+    calls.clear()
+    res = CliRunner().invoke(app, ["bench", str(powered_file(tmp_path, translation_files,
+                                                              tiny_model_dir)),
+                                   "--tables-only", "-q"])
+    assert res.exit_code == 0, res.output
+    assert (out / "tables.md").read_text(encoding="utf-8") == tables
+    assert (out / "cells.csv").read_text() == csv_text and calls == []
+
     # Resumed: nothing trains again.
     calls.clear()
     again = Grid(load_bench_config(powered_file(tmp_path, translation_files, tiny_model_dir)),

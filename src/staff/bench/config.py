@@ -94,7 +94,8 @@ class BenchConfig:
     dataset: str = _f("", "Dataset name in cells.csv (default: the data file's folder name).")
     full_seeds: list | None = _f(None, "Seeds of the full-data reference cell; null: every "
                                        "seed a part runs (a few are enough for a reference "
-                                       "line, and each costs a full fine-tuning).")
+                                       "line, and each costs a full fine-tuning); []: none "
+                                       "(e.g. another process of the bench runs it).")
     title: str = _f("", "A line naming the setting, printed above the tables.")
     output_dir: str = _f("runs/bench", "Folder of every artifact; re-running resumes it.")
     reference_cells: str = _f("", "output_dir of another bench with the same data, target and "
@@ -118,7 +119,7 @@ class BenchConfig:
             self.decode_rates = check_rates(self.decode_rates, "decode_rates")
         if self.stage1_seed is not None:
             self.stage1_seed = check_seeds([self.stage1_seed])[0]
-        if self.full_seeds is not None:
+        if self.full_seeds:  # [] runs no full-data cell (another process does)
             self.full_seeds = check_seeds(self.full_seeds)
         self.parts = [self._part(i, p) for i, p in enumerate(self.parts or [])]
         for method in {m for part in self.grid_parts() for m in part.methods}:

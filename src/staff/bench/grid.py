@@ -222,8 +222,11 @@ class Grid:
         seeds = {seed} | ({self.cfg.stage1_seed} if self.cfg.stage1_seed is not None else set())
         donors = {Path(self.cfg.selection_config(m, s, rates).output_dir)
                   for m in {"staff", "grand", method} for s in seeds} - {Path(run_cfg.output_dir)}
-        adopt_shared_stages(run_cfg, sorted(donors))
-        result = select(run_cfg, show_progress=self.show_progress)
+        # Another bench process (--parts, one per GPU) may be running this very selection:
+        # wait for it, then find the stages done.
+        with _waiting_lock(Path(run_cfg.output_dir)):
+            adopt_shared_stages(run_cfg, sorted(donors))
+            result = select(run_cfg, show_progress=self.show_progress)
         stages = RunFolder(result.run_dir).state["stages"]
         self._recorded["selection"].add(f"{method}/s{seed}")
         self.results["selection"][f"{method}/s{seed}"] = {
@@ -236,11 +239,17 @@ class Grid:
 
     def _untuned(self, folder: Path) -> None:
         te = self.train_eval
-        self._record("untuned", None, None, "epochs", None, te.held_out_loss(folder),
-                     te.evaluate(folder), folder)
+        with _waiting_lock(folder):
+            loss, metrics = te.held_out_loss(folder), te.evaluate(folder)
+        self._record("untuned", None, None, "epochs", None, loss, metrics, folder)
 
     def _cell(self, method: str, rate: float, seed: int, ids: list[str] | None,
               folder: Path, protocol: str, decode: bool) -> None:
+        with _waiting_lock(folder):  # another process on the same cell: wait, then reuse it
+            self._run_cell(method, rate, seed, ids, folder, protocol, decode)
+
+    def _run_cell(self, method: str, rate: float, seed: int, ids: list[str] | None,
+                  folder: Path, protocol: str, decode: bool) -> None:
         te = self.train_eval
         # The steps protocol: exactly the full-data cell's optimiser steps, over the coreset.
         steps = te.planned_steps() if protocol == "steps" and ids is not None else None
@@ -297,6 +306,15 @@ class Grid:
                                   stage1_seed=c.stage1_seed))
         write_cells_csv(self.out / "cells.csv", self.results, c)
         return path
+
+
+def _waiting_lock(folder: Path):
+    """An exclusive lock beside ``folder`` (``<folder>.lock``), waited for: bench processes
+    sharing a folder take turns on one cell or selection instead of both computing it."""
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder) + ".lock")
 
 
 def _per_example_rouge(predictions: Path) -> list[float]:
