@@ -90,13 +90,18 @@ def analyse(run_dir: Path, n_random: int = 200) -> dict:
             "deciles": [round(float(f), 3) for f in comp],
             "tv_from_uniform": round(total_variation(comp), 3),
             "random_tv_mean": round(float(random_tv), 3)}
-    out["budgets"] = budgets(run_dir, sel, effort, n_tokens, ids, scores)
+    out["budgets"] = budgets(run_dir, sel, int(cfg.get("seed", 0)), ids, scores)
     return out
 
 
-def budgets(run_dir: Path, sel: dict, effort, n_tokens, ids, scores) -> dict:
+def _missing(indices):
+    raise ValueError(f"verification.csv lacks {len(indices)} sample(s) the run's plan verifies: "
+                     "is it this run's folder, with its config.yaml?")
+
+
+def budgets(run_dir: Path, sel: dict, seed: int, ids, scores) -> dict:
     """Region table under 'paper' and 'share' at each configured rate, with the run's own
-    verified target scores (the same regions and verified samples for both rules)."""
+    verified target scores (its seed gives the same regions and verified samples)."""
     verification = pd.read_csv(run_dir / "verification.csv")
     position = pd.Index(ids).get_indexer(verification["id"].astype(str))
     target = dict(zip(position.tolist(), verification.iloc[:, 3].astype(float)))
@@ -108,7 +113,7 @@ def budgets(run_dir: Path, sel: dict, effort, n_tokens, ids, scores) -> dict:
         m = coreset_size(len(ids), p)
         rows = {}
         for rule in ("paper", "share"):
-            selector = StaffSelector(lambda idx: None, regions=sel["regions"],
+            selector = StaffSelector(_missing, regions=sel["regions"],
                                      verify_per_region=sel["verify_per_region"],
                                      normalize=sel["normalize"], budget_rule=rule,
                                      within_region=sel["within_region"],
@@ -116,7 +121,7 @@ def budgets(run_dir: Path, sel: dict, effort, n_tokens, ids, scores) -> dict:
                                      verify_small_regions=sel["verify_small_regions"],
                                      score=sel.get("score", "effort"))
             selector.target_scores.update(target)
-            selector.select(data, m, seed=0)
+            selector.select(data, m, seed=seed)
             for r in selector.table_:
                 row = rows.setdefault(r.region, {"region": r.region, "lo": r.lo, "hi": r.hi,
                                                  "size": r.size, "V_i": round(r.factor, 3)})
