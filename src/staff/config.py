@@ -246,6 +246,11 @@ class DraftConfig:
                            "pruned and healed draft on them goes into draft.json.")
     checkpoint_every: int = _f(50, "Heal steps between resumable checkpoints; does not change "
                                    "the result.")
+    task_vocabulary: bool = _f(False, "Keep only the tokens the task's data uses (and the byte "
+                                      "alphabet, special tokens, BPE intermediates) in the "
+                                      "draft's embedding and LM head, so the head shrinks "
+                                      "with the task; the tokenizer is cut to match and "
+                                      "checked to split every sample as before.")
 
     def __post_init__(self) -> None:
         if self.keep_layers is not None and self.keep_layers < 1:

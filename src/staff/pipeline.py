@@ -364,7 +364,7 @@ class Pipeline:
 
         c = self.cfg
         if tokenizer_fingerprint(self.tokenizer("small")) != tokenizer_fingerprint(
-                self.tokenizer("target")):
+                self.tokenizer("target")) and not _task_vocabulary_draft(c.small.name):
             log.warning("small (%s) and target (%s) tokenize differently: they are not one "
                         "family, so the speculative scores may agree less with the target's",
                         c.small.name, c.target.name)
@@ -419,6 +419,20 @@ class Pipeline:
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)
         write_json(self.run / "selections" / "summary.json", summary)
         return {"rates": list(summary), "method": s.method}
+
+
+def _task_vocabulary_draft(name: str) -> bool:
+    """A `staff draft` with the task's vocabulary: its tokenizer is the target's, cut to the
+    task's tokens and checked to split the task's samples the same way; not another family."""
+    import json
+    from pathlib import Path
+
+    try:
+        record = json.loads((Path(name).expanduser() / "draft.json").read_text())
+    except (OSError, ValueError):
+        return False
+    sizes = record.get("vocabulary", {})
+    return sizes.get("draft", 0) < sizes.get("target", 0)
 
 
 def _variant_options(s) -> tuple:

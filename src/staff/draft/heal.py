@@ -50,8 +50,11 @@ def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
 
 
 def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, seed: int,
-            work_dir: Path, show_progress: bool = True) -> dict:
-    """Train ``student`` in place for ``cfg.heal_steps`` steps. Returns {"loss": [per step],
+            work_dir: Path, show_progress: bool = True, student_examples: list | None = None,
+            student_pad_id: int | None = None, teacher_columns=None) -> dict:
+    """Train ``student`` in place for ``cfg.heal_steps`` steps. A draft with the task's
+    vocabulary reads ``student_examples`` (the same samples, renumbered) and is matched to the
+    teacher's logits at ``teacher_columns`` (the kept ids). Returns {"loss": [per step],
     "seconds": healing time, summed over resumed processes (as ``finetune_lora`` counts it),
     "seconds_before_resume": the earlier processes' part}."""
     from transformers import get_cosine_schedule_with_warmup
@@ -76,6 +79,10 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
     per_epoch = max(1, len(examples) // cfg.batch_size)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
+    student_examples = examples if student_examples is None else student_examples
+    student_pad_id = pad_id if student_pad_id is None else student_pad_id
+    columns = (None if teacher_columns is None
+               else torch.as_tensor(np.asarray(teacher_columns), device=device))
     student.train()
     bar = tqdm(total=cfg.heal_steps, initial=step, desc="healing (distillation)", unit="step",
                disable=not show_progress)
@@ -88,12 +95,19 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
             order[epoch] = shuffled_bucketed_batches(
                 lengths, cfg.batch_size, np.random.default_rng([seed, epoch]))[:per_epoch]
         batches = order[epoch]
-        batch = collate([examples[i] for i in batches[step - epoch * per_epoch]], pad_id, device)
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        index = batches[step - epoch * per_epoch]
+        batch = collate([examples[i] for i in index], pad_id, device)
+        mine = collate([student_examples[i] for i in index], student_pad_id, device)
         with autocast:
             with torch.no_grad():
-                teacher_logits = teacher(**inputs, use_cache=False).logits
-            student_logits = student(**inputs, use_cache=False).logits
+                teacher_logits = teacher(input_ids=batch["input_ids"],
+                                         attention_mask=batch["attention_mask"],
+                                         use_cache=False).logits
+                if columns is not None:  # the teacher's distribution over the kept tokens
+                    teacher_logits = teacher_logits[..., columns]
+            student_logits = student(input_ids=mine["input_ids"],
+                                     attention_mask=mine["attention_mask"],
+                                     use_cache=False).logits
         loss = distillation_loss(student_logits, teacher_logits, batch["attention_mask"],
                                  cfg.temperature)
         if not torch.isfinite(loss):

@@ -101,10 +101,27 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
     student = load_model(cfg.target, device)
     drop_layers(student, keep)
     student.float()  # healing updates the weights: fp32 master weights (bf16 autocast on CUDA)
+    student_tokenizer, vocab = tokenizer, None
+    student_train, student_held, student_pad = train, held_out, pad
+    if d.task_vocabulary:
+        from .vocab import (check_same_split, remap_examples, shrink_model, shrink_tokenizer,
+                            task_vocabulary)
+
+        vocab, spec = task_vocabulary(tokenizer, [t.input_ids for t in tokens])
+        student_tokenizer = shrink_tokenizer(tokenizer, spec)
+        check_same_split(tokens, tokenize_examples(examples, student_tokenizer, cfg.data,
+                                                   log_summary=False), vocab)
+        shrink_model(student, vocab)
+        student_train, student_held = remap_examples(train, vocab), remap_examples(held_out,
+                                                                                   vocab)
+        student_pad = student_tokenizer.pad_token_id
+        log.info("task vocabulary: %d of %d tokens kept", vocab.size, len(tokenizer))
     losses = {"target": mean_response_loss(teacher, held_out, pad),
-              "pruned": mean_response_loss(student, held_out, pad)}
-    history = distill(student, teacher, train, pad, d, cfg.seed, work, show_progress)
-    losses["healed"] = mean_response_loss(student, held_out, pad)
+              "pruned": mean_response_loss(student, student_held, student_pad)}
+    history = distill(student, teacher, train, pad, d, cfg.seed, work, show_progress,
+                      student_examples=student_train, student_pad_id=student_pad,
+                      teacher_columns=None if vocab is None else vocab.kept)
+    losses["healed"] = mean_response_loss(student, student_held, student_pad)
     sizes = {"target": _count(teacher), "draft": _count(student)}
     del teacher
 
@@ -117,6 +134,8 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
                    "removed": [i for i in range(total) if i not in keep]},
         "block_influence": [round(float(x), 6) for x in influence],
         "parameters": sizes,
+        "vocabulary": {"target": len(tokenizer),
+                       "draft": len(tokenizer) if vocab is None else vocab.size},
         "response_loss_held_out": {k: round(v, 4) for k, v in losses.items()},
         "held_out_samples": len(held_out), "heal_samples": len(train),
         "heal": {"steps": d.heal_steps, "first_kl": history["loss"][:1],
@@ -129,7 +148,7 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
 
     def write(folder: Path) -> None:
         student.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        student_tokenizer.save_pretrained(folder)
         (folder / "draft.json").write_text(json.dumps(record, indent=2) + "\n")
 
     out.parent.mkdir(parents=True, exist_ok=True)
