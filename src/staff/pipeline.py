@@ -141,15 +141,18 @@ class Pipeline:
             score = fingerprint(data, "untuned", asdict(c.target), asdict(c.lora), scoring, c.seed)
         else:
             score = fingerprint(tune, scoring)
+        # Options added later join a fingerprint only when not at their default, so that runs
+        # made before them are not redone.
+        later = [v for v in (s.boundary,) if v != "upper"]
         verify = fingerprint(score, asdict(c.target), asdict(c.lora), c.scoring.scope, s.regions,
                              s.verify_per_region, s.hard_prune, s.verify_small_regions, s.score,
-                             s.verify, c.seed)
+                             s.verify, c.seed, *later)
         tune_target = fingerprint(data, asdict(c.target), *tune_options)
         score_target = fingerprint(tune_target, scoring)
         before_pick = {"staff": verify, "random": data}.get(s.method, score_target)
         return {"train-small": tune, "score": score, "verify": verify,
                 "train-target": tune_target, "score-target": score_target,
-                "pick": fingerprint(before_pick, asdict(s), c.seed)}
+                "pick": fingerprint(before_pick, _selection_options(s), c.seed)}
 
     # ---------------------------------------------------------------- the run
     def run_all(self, force: tuple[str, ...] = ()) -> SelectionResult:
@@ -412,6 +415,16 @@ def _options(section, *ignore: str) -> dict:
     """A config section's options minus those that cannot change a stage's result (how often
     to checkpoint): changing them must not redo the stage."""
     return {k: v for k, v in asdict(section).items() if k not in ignore}
+
+
+# SelectionConfig options added after runs were made, with the value those runs used.
+_LATER_SELECTION_OPTIONS = {"fill": "weighted", "boundary": "upper"}
+
+
+def _selection_options(s) -> dict:
+    """The selection options for the pick fingerprint; an option added later is left out at
+    its default, so that a finished run's pick is not redone for it."""
+    return {k: v for k, v in asdict(s).items() if _LATER_SELECTION_OPTIONS.get(k, object()) != v}
 
 
 def _missing_target(indices) -> np.ndarray:  # pragma: no cover - a corrupted run folder

@@ -24,7 +24,8 @@ def make_selector(cfg: SelectionConfig,
                              budget_rule=cfg.budget_rule, within_region=cfg.within_region,
                              hard_prune=cfg.hard_prune,
                              verify_small_regions=cfg.verify_small_regions, score=cfg.score,
-                             skip_verification=not cfg.verify)
+                             skip_verification=not cfg.verify, fill=cfg.fill,
+                             boundary=cfg.boundary)
     params = {"ccs": {"strata": cfg.ccs_strata, "hard_cutoff": cfg.ccs_hard_cutoff},
               "d2": {"k": cfg.d2_k, "gamma": cfg.d2_gamma}}.get(cfg.method, {})
     return SELECTORS[cfg.method](**params)

@@ -8,7 +8,8 @@
 4. Regions are visited smallest first (line 8); budget m_B = floor((m - |D'|) V_i / |B|) (Eq. 4),
    capped at the region size and at what is left of m; a random draw inside the region (line 12).
 5. The paper's rule can end short of m (regions with V_i < 1, or capped regions). We place the
-   leftover among the unselected samples at random, each weighted by its region's V_i: the
+   leftover among the unselected samples at random, each weighted by its region's V_i
+   (``fill='weighted'``; the authors' code draws it uniformly, ``fill='uniform'``): the
    coreset has exactly m = floor(N(1-p)) samples and the leftover still follows the target.
 """
 
@@ -45,9 +46,13 @@ class Regions:
         return [int(r) for r in np.lexsort((np.arange(len(sizes)), sizes)) if sizes[r] > 0]
 
 
-def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> Regions:
+def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None,
+                 boundary: str = "upper") -> Regions:
     """K regions of equal width over [min, max] of the eligible scores; O(N log N).
-    Ineligible samples (hard-pruned) belong to no region (region -1)."""
+    Ineligible samples (hard-pruned) belong to no region (region -1). A score exactly on an
+    inner edge goes to the region above it (``boundary='upper'``, regions [e_i, e_i+1)) or
+    below it (``'lower'``, regions (e_i, e_i+1], the authors' code); the minimum is always in
+    region 0 and the maximum in region K-1."""
     scores = np.asarray(scores, dtype=np.float64)
     eligible = np.ones(len(scores), bool) if eligible is None else eligible
     lo, hi = scores[eligible].min(), scores[eligible].max()
@@ -55,7 +60,13 @@ def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None)
     width = (hi - lo) / k
     if width > 0:
         # The same arithmetic for every scale: (s - lo) / (hi - lo) is scale-free.
-        region = np.floor((scores - lo) / (hi - lo) * k).astype(np.int64)
+        position = (scores - lo) / (hi - lo) * k
+        if boundary == "upper":
+            region = np.floor(position).astype(np.int64)
+        elif boundary == "lower":
+            region = np.ceil(position).astype(np.int64) - 1
+        else:
+            raise ValueError(f"boundary == {boundary!r}, must be 'upper' or 'lower'.")
     else:
         region = np.zeros(len(scores), dtype=np.int64)
     region = np.clip(region, 0, k - 1)
@@ -114,6 +125,14 @@ def verification_factors(spec: np.ndarray, plan: dict[int, np.ndarray],
         return factors
     verified = np.concatenate(list(plan.values()))
     t_all = np.array([target[i] for i in verified], dtype=np.float64)
+    if len(t_all) > 1 and np.ptp(t_all) == 0:
+        # Every V_i would be ~0 (minmax, or all-zero scores) or say nothing: the coreset would
+        # come from the fill alone, silently. A target gradient that is the same (zero) for
+        # every sample means no trainable tensor was in scope.
+        raise ValueError(f"the target gave the same score ({t_all[0]:g}) to all {len(t_all)} "
+                         "verified samples, so V_i carries no information; likely no LoRA "
+                         "tensor in scoring.scope is trainable on the target (check "
+                         "lora.target_modules and scoring.scope).")
     s_all = spec[verified]
     for r, idx in plan.items():
         t = normalise(np.array([target[i] for i in idx], dtype=np.float64), t_all, how)
@@ -138,8 +157,11 @@ class RegionReport:
 
 def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, seed: int,
              budget_rule: str = "paper", within_region: str = "random",
+             even_share: np.ndarray | None = None, fill: str = "weighted",
              ) -> tuple[np.ndarray, list[RegionReport]]:
-    """Visit regions smallest first and draw each one's budget; then fill to exactly m."""
+    """Visit regions smallest first and draw each one's budget; then fill to exactly m.
+    ``even_share[r]``: region r was left unverified for being small and gets
+    floor((m - |D'|) / |B|) under either rule (the authors' code)."""
     rng = np.random.default_rng([seed, 2])
     order = regions.visit_order()
     available = sum(len(regions.members[r]) for r in order)
@@ -151,7 +173,9 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
     for step, r in enumerate(order):
         members = regions.members[r]
         left = order[step:]
-        if budget_rule == "paper":      # Eq. 4
+        if even_share is not None and even_share[r]:   # authors' code: small, unverified
+            budget = (m - n_chosen) // len(left)
+        elif budget_rule == "paper":      # Eq. 4
             budget = int(np.floor((m - n_chosen) * factors[r] / len(left)))
         elif budget_rule == "share":    # authors' code: V_i over the unvisited regions' sum
             budget = int(np.floor((m - n_chosen) * factors[r] / max(factors[left].sum(), _EPS)))
@@ -164,7 +188,10 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
         reports[r] = [budget, take]
     selected = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
     if n_chosen < m:
-        selected = np.concatenate([selected, _fill(regions, factors, selected, m - n_chosen,
+        weights = factors if fill == "weighted" else np.ones_like(factors)
+        if fill not in ("weighted", "uniform"):
+            raise ValueError(f"fill == {fill!r}, must be 'weighted' or 'uniform'.")
+        selected = np.concatenate([selected, _fill(regions, weights, selected, m - n_chosen,
                                                    order, rng)])
     counts = np.bincount(regions.of[selected], minlength=len(regions.members))
     table = [RegionReport(region=r, lo=float(regions.edges[r]), hi=float(regions.edges[r + 1]),
@@ -186,7 +213,8 @@ def _draw(members: np.ndarray, take: int, spec: np.ndarray, how: str,
 
 def _fill(regions: Regions, factors: np.ndarray, selected: np.ndarray, count: int,
           order: list[int], rng: np.random.Generator) -> np.ndarray:
-    """``count`` more unselected eligible samples, drawn with weight V_i of their region."""
+    """``count`` more unselected eligible samples, drawn with weight V_i of their region
+    (``factors``; all ones for the authors' uniform draw among the unselected survivors)."""
     taken = np.zeros(len(regions.of), dtype=bool)
     taken[selected] = True
     pool = np.concatenate([regions.members[r] for r in order])
@@ -214,7 +242,8 @@ class StaffSelector:
                  verify_per_region: int = 10, normalize: str = "mean", budget_rule: str = "paper",
                  within_region: str = "random", hard_prune: float = 0.0,
                  verify_small_regions: bool = True, score: str = "effort",
-                 skip_verification: bool = False):
+                 skip_verification: bool = False, fill: str = "weighted",
+                 boundary: str = "upper"):
         if regions < 1:
             raise ValueError(f"regions == {regions}, must be >= 1.")
         if verify_per_region < 1:
@@ -229,13 +258,15 @@ class StaffSelector:
         self.verify_small_regions = verify_small_regions
         self.score = score
         self.skip_verification = skip_verification
+        self.fill = fill
+        self.boundary = boundary
         self.target_scores: dict[int, float] = {}
 
     def prepare(self, data: SelectionInput, seed: int):
         """Regions, verification plan and V_i; the same for every pruning rate."""
         spec = data.score(self.score)
         eligible = hard_prune_mask(spec, self.hard_prune)
-        regions = make_regions(spec, self.regions, eligible)
+        regions = make_regions(spec, self.regions, eligible, self.boundary)
         plan = {} if self.skip_verification else plan_verification(
             regions, self.verify_per_region, seed, self.verify_small_regions)
         wanted = np.array(sorted({int(i) for idx in plan.values() for i in idx
@@ -254,8 +285,12 @@ class StaffSelector:
 
     def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
         regions, plan, factors = self.prepare(data, seed)
+        # Regions left unverified for being small (not all regions, as with verify: false).
+        even_share = None
+        if not self.skip_verification and not self.verify_small_regions:
+            even_share = np.array([r not in plan for r in range(self.regions)])
         selected, table = allocate(regions, factors, data.score(self.score), m, seed,
-                                   self.budget_rule, self.within_region)
+                                   self.budget_rule, self.within_region, even_share, self.fill)
         for row in table:
             row.verified = len(plan.get(row.region, ()))
         self.table_ = table
