@@ -83,6 +83,16 @@ class LoraConfig:
             raise ConfigError(f"lora.r == {self.r}, must be >= 1.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"lora.dropout == {self.dropout}, must be in [0, 1).")
+        if self.alpha <= 0:  # scaling alpha/r == 0: every effort score 0, a random pick
+            raise ConfigError(f"lora.alpha == {self.alpha}, must be > 0.")
+        modules = self.target_modules
+        if isinstance(modules, tuple):
+            modules = self.target_modules = list(modules)
+        if not ((isinstance(modules, str) and modules.strip()) or (
+                isinstance(modules, list) and modules
+                and all(isinstance(m, str) and m.strip() for m in modules))):
+            raise ConfigError(f"lora.target_modules == {modules!r}, must be 'all-linear', a "
+                              "module name, or a non-empty list of module names.")
 
 
 @dataclass
@@ -105,6 +115,13 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.epochs <= 0:
             raise ConfigError(f"finetune.epochs == {self.epochs}, must be > 0.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"finetune.learning_rate == {self.learning_rate}, must be > 0.")
+        if self.weight_decay < 0:
+            raise ConfigError(f"finetune.weight_decay == {self.weight_decay}, must be >= 0.")
+        if self.max_grad_norm < 0:  # a negative clip norm flips the gradient: ascent
+            raise ConfigError(f"finetune.max_grad_norm == {self.max_grad_norm}, must be >= 0 "
+                              "(0 disables clipping).")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("finetune.batch_size and finetune.grad_accum must be >= 1.")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -256,6 +273,9 @@ class DraftConfig:
             raise ConfigError(f"draft.temperature == {self.temperature}, must be > 0.")
 
 
+SEED_MAX = 2**63 - 1
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -281,6 +301,10 @@ class RunConfig:
         for role in ("small", "target"):
             if not getattr(self, role).name:
                 raise ConfigError(f"{role}.name is empty: give a hub id, a folder or a .gguf.")
+        if not 0 <= self.seed <= SEED_MAX:  # what numpy's and torch's generators both take
+            raise ConfigError(f"seed == {self.seed}, must be in [0, 2**63 - 1].")
+        if not self.device.strip():
+            raise ConfigError("device is empty: give 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
