@@ -343,3 +343,31 @@ def test_huge_row_is_cut_before_tokenizing_with_the_same_tokens(tiny_model_dir):
         type(tokenizer).__call__ = original_call
     assert [t.input_ids for t in cut] == whole
     assert max(seen) <= 48 * formatting._CHARS_PER_TOKEN + 100, max(seen)
+
+
+# ----------------------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("argv, expected", [
+    (["select", "--nosuch"], "error: No such option: --nosuch (Possible options: --out) "
+                             "(see `staff select --help`)"),
+    (["select", "-p"], "error: Option '-p' requires an argument. (see `staff --help`)"),
+    (["report"], "error: Missing argument 'run_folder'. (see `staff report --help`)"),
+    (["nosuchcmd"], "error: No such command 'nosuchcmd'. (see `staff --help`)"),
+])
+def test_usage_error_is_one_line(argv, expected, capsys):
+    # Item 17: click's usage errors were a framed box of five lines.
+    from staff.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == expected + "\n"
+
+
+def test_help_still_exits_zero(capsys):
+    from staff.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["select", "--help"])
+    assert exit_.value.code == 0
+    assert "Usage: staff select" in capsys.readouterr().out

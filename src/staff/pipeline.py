@@ -152,7 +152,9 @@ class Pipeline:
         before_pick = {"staff": verify, "random": data}.get(s.method, score_target)
         return {"train-small": tune, "score": score, "verify": verify,
                 "train-target": tune_target, "score-target": score_target,
-                "pick": fingerprint(before_pick, _selection_options(s), c.seed)}
+                "pick": fingerprint(before_pick, _selection_options(s), c.seed,
+                                    # STAFF's draws changed (per-sample keys): redo old picks
+                                    *(["keyed-draws"] if s.method == "staff" else []))}
 
     # ---------------------------------------------------------------- the run
     def run_all(self, force: tuple[str, ...] = ()) -> SelectionResult:

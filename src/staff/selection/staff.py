@@ -162,7 +162,14 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
     """Visit regions smallest first and draw each one's budget; then fill to exactly m.
     ``even_share[r]``: region r was left unverified for being small and gets
     floor((m - |D'|) / |B|) under either rule (the authors' code)."""
-    rng = np.random.default_rng([seed, 2])
+    # One random key per sample (by its row, not by its place in a region or in the visit
+    # order): a random draw takes a region's smallest keys, the fill the smallest weighted keys.
+    # Float noise that moves one sample across a region edge then changes only the draws of
+    # the regions whose budget changed, by as many samples as the budget did; one stream
+    # consumed region by region changed a third of the coreset (issue 16).
+    n = len(regions.of)
+    keys = np.random.default_rng([seed, 2]).random(n)
+    fill_keys = np.random.default_rng([seed, 3]).random(n)
     order = regions.visit_order()
     available = sum(len(regions.members[r]) for r in order)
     if m > available:
@@ -182,7 +189,7 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
         else:
             raise ValueError(f"budget_rule == {budget_rule!r}, must be 'paper' or 'share'.")
         take = max(0, min(budget, len(members), m - n_chosen))
-        picked = _draw(members, take, spec, within_region, rng)
+        picked = _draw(members, take, spec, within_region, keys)
         chosen.append(picked)
         n_chosen += take
         reports[r] = [budget, take]
@@ -192,7 +199,7 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
         if fill not in ("weighted", "uniform"):
             raise ValueError(f"fill == {fill!r}, must be 'weighted' or 'uniform'.")
         selected = np.concatenate([selected, _fill(regions, weights, selected, m - n_chosen,
-                                                   order, rng)])
+                                                   order, fill_keys)])
     counts = np.bincount(regions.of[selected], minlength=len(regions.members))
     table = [RegionReport(region=r, lo=float(regions.edges[r]), hi=float(regions.edges[r + 1]),
                           size=len(regions.members[r]), verified=0, factor=float(factors[r]),
@@ -201,18 +208,20 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
 
 
 def _draw(members: np.ndarray, take: int, spec: np.ndarray, how: str,
-          rng: np.random.Generator) -> np.ndarray:
+          keys: np.ndarray) -> np.ndarray:
     if take == 0:
         return np.zeros(0, dtype=np.int64)
-    if how == "random":
-        return rng.choice(members, size=take, replace=False)
+    if how == "random":  # the `take` smallest of iid uniform keys: a uniform random subset
+        if take >= len(members):
+            return members
+        return members[np.argpartition(keys[members], take - 1)[:take]]
     if how == "top":
         return members[np.argsort(-spec[members], kind="stable")[:take]]
     raise ValueError(f"within_region == {how!r}, must be 'random' or 'top'.")
 
 
 def _fill(regions: Regions, factors: np.ndarray, selected: np.ndarray, count: int,
-          order: list[int], rng: np.random.Generator) -> np.ndarray:
+          order: list[int], uniforms: np.ndarray) -> np.ndarray:
     """``count`` more unselected eligible samples, drawn with weight V_i of their region
     (``factors``; all ones for the authors' uniform draw among the unselected survivors)."""
     taken = np.zeros(len(regions.of), dtype=bool)
@@ -222,7 +231,7 @@ def _fill(regions: Regions, factors: np.ndarray, selected: np.ndarray, count: in
     weights = np.maximum(factors[regions.of[pool]], _EPS)
     # Weighted draw without replacement in O(N) (Efraimidis & Spirakis 2006): the `count`
     # smallest keys -log(U)/w. numpy's choice(p=..., replace=False) is much slower at N = 1e6.
-    keys = -np.log(rng.random(len(pool))) / weights
+    keys = -np.log(uniforms[pool]) / weights
     if count < len(pool):
         return pool[np.argpartition(keys, count - 1)[:count]]
     return pool
