@@ -154,10 +154,11 @@ class ScoringConfig:
 
 @dataclass
 class SelectionConfig:
-    method: Literal["staff", "random", "grand", "el2n", "ccs", "d2"] = _f(
+    method: Literal["staff", "random", "grand", "el2n", "ccs", "d2", "length"] = _f(
         "staff", "Selection method. Baselines grand/el2n/ccs/d2 fine-tune the TARGET on the full "
                  "data and score all N samples on it (the overhead STAFF avoids); random "
-                 "needs no model.")
+                 "needs no model; length keeps the samples with the most response tokens "
+                 "(the target's tokenizer; no model).")
     pruning_rates: list = _f([0.5], "Pruning rates p in (0, 1); coreset size m = floor(N(1-p)).")
     score: Literal["effort", "el2n", "loss"] = _f(
         "effort", "STAFF's speculative and verification score (paper: effort; Table 13: others).")
@@ -195,6 +196,24 @@ class SelectionConfig:
     boundary: Literal["upper", "lower"] = _f(
         "upper", "Region of a score exactly on an inner edge: the one above it ('upper', "
                  "regions [e_i, e_i+1)) or below it ('lower', (e_i, e_i+1], authors' code).")
+    # Variants beyond the paper (docs/method.md, "Variants"); the defaults are Algorithm 1.
+    region_edges: Literal["equal-width", "quantile-clipped", "log", "equal-count"] = _f(
+        "equal-width", "How the K regions split the scores: 'equal-width' over [min, max] "
+                       "(paper); 'quantile-clipped': equal width over the [region_clip, "
+                       "1 - region_clip] quantiles, the tails joining the end regions (a few "
+                       "huge scores no longer squeeze everything into one region); 'log': "
+                       "equal width over log(score); 'equal-count': K regions of N/K samples.")
+    region_clip: float = _f(0.01, "Quantile clipped at each end by region_edges: "
+                                  "quantile-clipped.")
+    verify_scale: Literal["score", "rank"] = _f(
+        "score", "V_i from the normalised scores (paper, Eq. 3) or from their ranks among the "
+                 "verified samples, so a fine-tuned small model and an untuned target compare "
+                 "by order, not by scale.")
+    length_adjust: Literal["none", "sum", "residual"] = _f(
+        "none", "Effort is the gradient of a MEAN token loss, so long responses get small "
+                "scores. 'sum': the gradient of the summed loss (effort x response tokens); "
+                "'residual': effort / n^b, b fitted by least squares of log effort on log n "
+                "(the length trend removed). Applied to the small and target scores alike.")
 
     def __post_init__(self) -> None:
         if isinstance(self.pruning_rates, (int, float, str)):
@@ -227,6 +246,9 @@ class SelectionConfig:
                 raise ConfigError(f"selection.{name} == {getattr(self, name)}, must be >= 1.")
         if self.d2_gamma < 0:
             raise ConfigError(f"selection.d2_gamma == {self.d2_gamma}, must be >= 0.")
+        if not 0.0 < self.region_clip < 0.5:
+            raise ConfigError(f"selection.region_clip == {self.region_clip}, must be in "
+                              "(0, 0.5).")
 
 
 @dataclass
@@ -288,6 +310,9 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     draft: DraftConfig = field(default_factory=DraftConfig)
     seed: int = _f(0, "Seed of every random choice (fine-tuning order, LoRA init, draws).")
+    stage1_seed: int | None = _f(None, "Seed of stage 1 only (train-small / train-target and "
+                                       "the scoring on them); null: seed. A benchmark sets it "
+                                       "to hold stage 1 fixed while seeds vary the draws.")
     output_dir: str = _f("runs/staff", "Run folder; re-running the same config resumes it.")
     device: str = _f("auto", "'auto' (cuda, then mps, then cpu), or a torch device string.")
     preset: Literal["none", "authors"] = _f(
@@ -298,6 +323,11 @@ class RunConfig:
         if not self.data.path:
             raise ConfigError("data.path is empty: give a file, a dataset folder, a hub "
                               "dataset name, or 'demo'.")
+        if self.stage1_seed is not None and (isinstance(self.stage1_seed, bool)
+                                             or not isinstance(self.stage1_seed, int)
+                                             or self.stage1_seed < 0):
+            raise ConfigError(f"stage1_seed == {self.stage1_seed!r}, must be an integer >= 0 "
+                              "(or null).")
         for role in ("small", "target"):
             if not getattr(self, role).name:
                 raise ConfigError(f"{role}.name is empty: give a hub id, a folder or a .gguf.")

@@ -134,11 +134,12 @@ class Pipeline:
     def fingerprints(self) -> dict[str, str]:
         c, s = self.cfg, self.cfg.selection
         data = self.data_fingerprint
-        tune_options = (asdict(c.lora), _options(c.finetune, *FINETUNE_NO_EFFECT), c.seed)
+        tune_options = (asdict(c.lora), _options(c.finetune, *FINETUNE_NO_EFFECT), self.stage1_seed)
         scoring = _options(c.scoring, "shard_size")
         tune = fingerprint(data, asdict(c.small), *tune_options)
         if s.speculative == "untuned-target":
-            score = fingerprint(data, "untuned", asdict(c.target), asdict(c.lora), scoring, c.seed)
+            score = fingerprint(data, "untuned", asdict(c.target), asdict(c.lora), scoring,
+                                self.stage1_seed)
         else:
             score = fingerprint(tune, scoring)
         # Options added later join a fingerprint only when not at their default, so that runs
@@ -146,15 +147,22 @@ class Pipeline:
         later = [v for v in (s.boundary,) if v != "upper"]
         verify = fingerprint(score, asdict(c.target), asdict(c.lora), c.scoring.scope, s.regions,
                              s.verify_per_region, s.hard_prune, s.verify_small_regions, s.score,
-                             s.verify, c.seed, *later)
+                             s.verify, c.seed, *_variant_options(s), *later)
         tune_target = fingerprint(data, asdict(c.target), *tune_options)
         score_target = fingerprint(tune_target, scoring)
-        before_pick = {"staff": verify, "random": data}.get(s.method, score_target)
+        lengths = fingerprint(data, asdict(c.target))  # the target's tokenizer counts them
+        before_pick = {"staff": verify, "random": data, "length": lengths}.get(s.method,
+                                                                               score_target)
         return {"train-small": tune, "score": score, "verify": verify,
                 "train-target": tune_target, "score-target": score_target,
                 "pick": fingerprint(before_pick, _selection_options(s), c.seed,
                                     # STAFF's draws changed (per-sample keys): redo old picks
                                     *(["keyed-draws"] if s.method == "staff" else []))}
+
+    @property
+    def stage1_seed(self) -> int:
+        """The seed of stage 1 (fine-tuning and scoring on the full data)."""
+        return self.cfg.seed if self.cfg.stage1_seed is None else self.cfg.stage1_seed
 
     # ---------------------------------------------------------------- the run
     def run_all(self, force: tuple[str, ...] = ()) -> SelectionResult:
@@ -288,10 +296,10 @@ class Pipeline:
 
         c, model_cfg = self.cfg, getattr(self.cfg, role)
         data = self.tokenized(role)
-        model = attach_lora(load_model(model_cfg, self.device), c.lora, c.seed)
+        model = attach_lora(load_model(model_cfg, self.device), c.lora, self.stage1_seed)
         with named_errors(f"fine-tuning the {role} model {model_cfg.name}"):
             history = finetune_lora(model, data, self.tokenizer(role).pad_token_id, c.finetune,
-                                    c.seed, self.run / SCRATCH[f"train-{role}"],
+                                    self.stage1_seed, self.run / SCRATCH[f"train-{role}"],
                                     accelerator=self.accelerator,
                                     checkpoint_every=c.finetune.checkpoint_every,
                                     show_progress=self.show_progress and self.is_main)
@@ -317,7 +325,7 @@ class Pipeline:
         if model is None:
             base = load_model(model_cfg, self.device)
             model = (load_adapter(base, self.run / f"{role}_adapter") if tuned
-                     else attach_lora(base, c.lora, c.seed, dropout=0.0))
+                     else attach_lora(base, c.lora, self.stage1_seed, dropout=0.0))
         what = f"the {'fine-tuned' if tuned else 'untuned'} {role} model {model_cfg.name}"
         with named_errors(f"scoring on {what}"):
             table = score_samples(model, data, self.tokenizer(role).pad_token_id,
@@ -357,13 +365,18 @@ class Pipeline:
         method = self.cfg.selection.method
         if method == "random":
             return SelectionInput(ids=np.array([e.id for e in self.examples]))
+        if method == "length":  # response tokens as the target tokenizes them; no model
+            counts = [int(np.sum(t.labels != -100)) for t in self.tokenized("target")]
+            return SelectionInput(ids=np.array([e.id for e in self.examples]),
+                                  scores={"n_response_tokens": np.array(counts, dtype=float)})
         name = "scores.csv" if method == "staff" else "target_scores.csv"
         scores = read_table(self.run / name)
         embeddings = None
         if method == "d2":
             embeddings = np.load(self.run / "target_embeddings.npy")
         return SelectionInput(ids=scores["id"].to_numpy(), embeddings=embeddings,
-                              scores={k: scores[k].to_numpy() for k in ("effort", "loss", "el2n")})
+                              scores={k: scores[k].to_numpy() for k in
+                                      ("effort", "loss", "el2n", "n_response_tokens")})
 
     def _stage_verify(self) -> dict:
         if not self.is_main:  # K·b_v samples: one process is plenty
@@ -449,6 +462,17 @@ class Pipeline:
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)
         write_json(self.run / "selections" / "summary.json", summary)
         return {"rates": list(summary), "method": s.method}
+
+
+def _variant_options(s) -> tuple:
+    """The region and length options beyond the paper, when set: they change the regions and
+    so the verified samples. Left out at their defaults, so that runs made before they existed
+    keep their fingerprints."""
+    options = {"region_edges": s.region_edges, "length_adjust": s.length_adjust}
+    if s.region_edges == "quantile-clipped":
+        options["region_clip"] = s.region_clip
+    changed = {k: v for k, v in options.items() if v not in ("equal-width", "none")}
+    return (changed,) if changed else ()
 
 
 def _options(section, *ignore: str) -> dict:

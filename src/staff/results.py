@@ -22,7 +22,7 @@ SCRATCH = {"train-small": "finetune", "score": "score_shards",
 
 def stages_for(selection) -> tuple[str, ...]:
     """The stages a selection method runs, in order."""
-    if selection.method == "random":
+    if selection.method in ("random", "length"):
         return ("pick",)
     if selection.method != "staff":
         return TARGET_STAGES
@@ -59,7 +59,8 @@ def load_result(run_dir: str | Path) -> SelectionResult:
     run = RunFolder(run_dir)
     summary = json.loads((run / "selections" / "summary.json").read_text())
     method = next(iter(summary.values()), {}).get("method", "staff")
-    scores_file = run / ("target_scores.csv" if method not in ("staff", "random") else "scores.csv")
+    scores_file = run / ("target_scores.csv" if method not in ("staff", "random", "length")
+                         else "scores.csv")
     scores = (read_table(scores_file) if scores_file.is_file()
               else pd.DataFrame(columns=["id"]))
     verification = (read_table(run / "verification.csv")

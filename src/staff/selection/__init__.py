@@ -24,7 +24,9 @@ def make_selector(cfg: SelectionConfig,
                              budget_rule=cfg.budget_rule, within_region=cfg.within_region,
                              hard_prune=cfg.hard_prune,
                              verify_small_regions=cfg.verify_small_regions, score=cfg.score,
-                             skip_verification=not cfg.verify, fill=cfg.fill,
+                             skip_verification=not cfg.verify, region_edges=cfg.region_edges,
+                             region_clip=cfg.region_clip, verify_scale=cfg.verify_scale,
+                             length_adjust=cfg.length_adjust, fill=cfg.fill,
                              boundary=cfg.boundary)
     params = {"ccs": {"strata": cfg.ccs_strata, "hard_cutoff": cfg.ccs_hard_cutoff},
               "d2": {"k": cfg.d2_k, "gamma": cfg.d2_gamma}}.get(cfg.method, {})

@@ -46,35 +46,61 @@ class Regions:
         return [int(r) for r in np.lexsort((np.arange(len(sizes)), sizes)) if sizes[r] > 0]
 
 
+EDGE_RULES = ("equal-width", "quantile-clipped", "log", "equal-count")
+
+
 def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None,
+                 edges: str = "equal-width", clip: float = 0.01,
                  boundary: str = "upper") -> Regions:
-    """K regions of equal width over [min, max] of the eligible scores; O(N log N).
-    Ineligible samples (hard-pruned) belong to no region (region -1). A score exactly on an
-    inner edge goes to the region above it (``boundary='upper'``, regions [e_i, e_i+1)) or
-    below it (``'lower'``, regions (e_i, e_i+1], the authors' code); the minimum is always in
-    region 0 and the maximum in region K-1."""
+    """K regions over the eligible scores; O(N log N). Ineligible samples (hard-pruned)
+    belong to no region (region -1). ``edges``:
+
+    - 'equal-width' (Algorithm 1 line 4): K equal widths over [min, max];
+    - 'quantile-clipped': K equal widths over the [clip, 1 - clip] quantiles; the samples
+      beyond them join the end regions. A heavy tail (a few samples with a huge effort)
+      otherwise stretches [min, max] so that nearly every sample lands in one or two regions
+      and the verification has nothing to tell apart;
+    - 'log': K equal widths over log(score) (effort is a norm: positive, often log-normal);
+    - 'equal-count': edges at the k/K quantiles, about N/K samples per region.
+
+    A score exactly on an inner edge goes to the region above it (``boundary='upper'``,
+    regions [e_i, e_i+1)) or below it (``'lower'``, regions (e_i, e_i+1], the authors' code);
+    the minimum is always in region 0 and the maximum in region K-1."""
+    if boundary not in ("upper", "lower"):
+        raise ValueError(f"boundary == {boundary!r}, must be 'upper' or 'lower'.")
     scores = np.asarray(scores, dtype=np.float64)
     eligible = np.ones(len(scores), bool) if eligible is None else eligible
-    lo, hi = scores[eligible].min(), scores[eligible].max()
-    edges = np.linspace(lo, hi, k + 1)
-    width = (hi - lo) / k
-    if width > 0:
-        # The same arithmetic for every scale: (s - lo) / (hi - lo) is scale-free.
-        position = (scores - lo) / (hi - lo) * k
-        if boundary == "upper":
-            region = np.floor(position).astype(np.int64)
-        elif boundary == "lower":
-            region = np.ceil(position).astype(np.int64) - 1
-        else:
-            raise ValueError(f"boundary == {boundary!r}, must be 'upper' or 'lower'.")
+    values = scores
+    if edges == "log":
+        values = np.log(np.maximum(scores, _EPS))
+    elif edges not in EDGE_RULES:
+        raise ValueError(f"region_edges == {edges!r}, must be one of {', '.join(EDGE_RULES)}.")
+    pool = values[eligible]
+    if edges == "equal-count":
+        bounds = np.quantile(pool, np.linspace(0.0, 1.0, k + 1))
+        side = "right" if boundary == "upper" else "left"
+        region = np.searchsorted(bounds[1:-1], values, side=side).astype(np.int64)
     else:
-        region = np.zeros(len(scores), dtype=np.int64)
+        if edges == "quantile-clipped":
+            lo, hi = np.quantile(pool, [clip, 1.0 - clip])
+        else:
+            lo, hi = pool.min(), pool.max()
+        bounds = np.linspace(lo, hi, k + 1)
+        if hi > lo:
+            # The same arithmetic for every scale: (s - lo) / (hi - lo) is scale-free.
+            position = (values - lo) / (hi - lo) * k
+            region = (np.floor(position) if boundary == "upper"
+                      else np.ceil(position) - 1).astype(np.int64)
+        else:
+            region = np.zeros(len(scores), dtype=np.int64)
+    if edges == "log":
+        bounds = np.exp(bounds)
     region = np.clip(region, 0, k - 1)
     region[~eligible] = -1
     order = np.argsort(region, kind="stable")
-    bounds = np.searchsorted(region[order], np.arange(k + 1))
-    members = [order[bounds[r]:bounds[r + 1]] for r in range(k)]
-    return Regions(edges=edges, of=region, members=members)
+    starts = np.searchsorted(region[order], np.arange(k + 1))
+    members = [order[starts[r]:starts[r + 1]] for r in range(k)]
+    return Regions(edges=bounds, of=region, members=members)
 
 
 def hard_prune_mask(scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -117,13 +143,27 @@ def normalise(values: np.ndarray, reference: np.ndarray, how: str) -> np.ndarray
 
 
 def verification_factors(spec: np.ndarray, plan: dict[int, np.ndarray],
-                         target: dict[int, float], how: str, k: int) -> np.ndarray:
+                         target: dict[int, float], how: str, k: int,
+                         scale: str = "score") -> np.ndarray:
     """V_i per region (Eq. 3); 1.0 for regions that were not verified.
-    ``target`` maps a verified sample index to its target score."""
+    ``target`` maps a verified sample index to its target score. ``scale`` 'rank': both
+    models' scores are first replaced by their rank among all verified samples (1..n), so
+    V_i compares where a region's samples stand for each model, not how large the scores of
+    a tuned and an untuned model are."""
     factors = np.ones(k)
     if not plan:
         return factors
     verified = np.concatenate(list(plan.values()))
+    if scale == "rank":
+        from scipy.stats import rankdata
+
+        t_rank = rankdata([target[i] for i in verified])
+        s_rank = rankdata(spec[verified])
+        target = dict(zip(verified.tolist(), t_rank.tolist()))
+        spec = spec.astype(np.float64).copy()
+        spec[verified] = s_rank
+    elif scale != "score":
+        raise ValueError(f"verify_scale == {scale!r}, must be 'score' or 'rank'.")
     t_all = np.array([target[i] for i in verified], dtype=np.float64)
     if len(t_all) > 1 and np.ptp(t_all) == 0:
         # Every V_i would be ~0 (minmax, or all-zero scores) or say nothing: the coreset would
@@ -251,7 +291,9 @@ class StaffSelector:
                  verify_per_region: int = 10, normalize: str = "mean", budget_rule: str = "paper",
                  within_region: str = "random", hard_prune: float = 0.0,
                  verify_small_regions: bool = True, score: str = "effort",
-                 skip_verification: bool = False, fill: str = "weighted",
+                 skip_verification: bool = False, region_edges: str = "equal-width",
+                 region_clip: float = 0.01, verify_scale: str = "score",
+                 length_adjust: str = "none", fill: str = "weighted",
                  boundary: str = "upper"):
         if regions < 1:
             raise ValueError(f"regions == {regions}, must be >= 1.")
@@ -267,15 +309,46 @@ class StaffSelector:
         self.verify_small_regions = verify_small_regions
         self.score = score
         self.skip_verification = skip_verification
+        if region_edges not in EDGE_RULES:
+            raise ValueError(f"region_edges == {region_edges!r}, must be one of "
+                             f"{', '.join(EDGE_RULES)}.")
+        if verify_scale not in ("score", "rank"):
+            raise ValueError(f"verify_scale == {verify_scale!r}, must be 'score' or 'rank'.")
+        if length_adjust not in ("none", "sum", "residual"):
+            raise ValueError(f"length_adjust == {length_adjust!r}, must be 'none', 'sum' or "
+                             "'residual'.")
+        self.region_edges = region_edges
+        self.region_clip = region_clip
+        self.verify_scale = verify_scale
+        self.length_adjust = length_adjust
         self.fill = fill
         self.boundary = boundary
         self.target_scores: dict[int, float] = {}
 
+    def length_weights(self, data: SelectionInput) -> np.ndarray:
+        """Per-sample factor of ``length_adjust`` (ones for 'none'), applied to the small and
+        the target scores alike. The loss is a mean over response tokens, so a sample's
+        gradient averages more token gradients the longer its response: the plain effort
+        favours short responses (measured: Spearman -0.73 with length on a QA set)."""
+        if self.length_adjust == "none":
+            return np.ones(data.n)
+        n = np.maximum(data.score("n_response_tokens"), 1.0)
+        if self.length_adjust == "sum":   # ||grad of the summed loss|| = n x ||grad of the mean||
+            return n
+        spec = np.maximum(data.score(self.score), _EPS)
+        if np.ptp(np.log(n)) == 0:
+            return np.ones(data.n)
+        slope = np.polyfit(np.log(n), np.log(spec), 1)[0]   # log effort ~ a + b log n
+        self.length_slope_ = float(slope)
+        return n ** (-slope)
+
     def prepare(self, data: SelectionInput, seed: int):
         """Regions, verification plan and V_i; the same for every pruning rate."""
-        spec = data.score(self.score)
+        weights = self.length_weights(data)
+        spec = data.score(self.score) * weights
         eligible = hard_prune_mask(spec, self.hard_prune)
-        regions = make_regions(spec, self.regions, eligible, self.boundary)
+        regions = make_regions(spec, self.regions, eligible, self.region_edges,
+                               self.region_clip, self.boundary)
         plan = {} if self.skip_verification else plan_verification(
             regions, self.verify_per_region, seed, self.verify_small_regions)
         wanted = np.array(sorted({int(i) for idx in plan.values() for i in idx
@@ -287,19 +360,21 @@ class StaffSelector:
                 raise ValueError(f"the target gave NaN/inf scores for {len(bad)} sample(s): "
                                  f"{', '.join(bad[:5])}")
             self.target_scores.update(zip(wanted.tolist(), scores.tolist()))
-        factors = verification_factors(spec, plan, self.target_scores, self.normalize,
-                                       self.regions)
+        target = {i: t * weights[i] for i, t in self.target_scores.items()}
+        factors = verification_factors(spec, plan, target, self.normalize, self.regions,
+                                       self.verify_scale)
         self.regions_, self.plan_, self.factors_ = regions, plan, factors
         return regions, plan, factors
 
     def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
         regions, plan, factors = self.prepare(data, seed)
+        spec = data.score(self.score) * self.length_weights(data)
         # Regions left unverified for being small (not all regions, as with verify: false).
         even_share = None
         if not self.skip_verification and not self.verify_small_regions:
             even_share = np.array([r not in plan for r in range(self.regions)])
-        selected, table = allocate(regions, factors, data.score(self.score), m, seed,
-                                   self.budget_rule, self.within_region, even_share, self.fill)
+        selected, table = allocate(regions, factors, spec, m, seed, self.budget_rule,
+                                   self.within_region, even_share, self.fill)
         for row in table:
             row.verified = len(plan.get(row.region, ()))
         self.table_ = table
