@@ -301,3 +301,13 @@ def test_one_sample_moved_across_an_edge_changes_few_ids():
                  for s in (spec, moved)]
         changed.append(len(picks[0] - picks[1]))
     assert max(changed) <= 5 and np.mean(changed) <= 2, changed
+
+
+@pytest.mark.parametrize("edges", ["equal-width", "log", "equal-count"])
+def test_boundary_convention_holds_for_every_edge_rule(edges):
+    scores = np.arange(1.0, 14.0)  # every inner edge falls on a score for these rules
+    up = make_regions(scores, 4, edges=edges).of
+    low = make_regions(scores, 4, edges=edges, boundary="lower").of
+    on_edge = np.isin(scores, make_regions(scores, 4, edges=edges).edges[1:-1])
+    assert on_edge.any() or edges == "log"
+    assert np.all(low[on_edge] == up[on_edge] - 1) and np.all(low[~on_edge] == up[~on_edge])
