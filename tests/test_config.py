@@ -50,3 +50,22 @@ def test_yaml_file_errors_name_the_file(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="config file .*missing.yaml does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_authors_preset_sets_every_authors_option_and_explicit_values_win():
+    from staff.config import load_config
+
+    cfg = load_config(None, ["preset=authors", "selection.hard_prune=0.2"])
+    s = cfg.selection
+    assert (s.normalize, s.budget_rule, s.within_region, s.verify_small_regions, s.fill,
+            s.boundary, cfg.scoring.scope) == ("minmax", "share", "top", False, "uniform",
+                                               "lower", "last-layer")
+    assert s.hard_prune == 0.2
+    default = load_config(None).selection
+    assert (default.fill, default.boundary, default.normalize) == ("weighted", "upper", "mean")
+    # The resolved config.yaml of a run reloads to the same config.
+    from staff.config import config_from_dict
+    assert config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"preset == 'paperish', must be one of 'none', "
+                                         r"'authors'"):
+        load_config(None, ["preset=paperish"])

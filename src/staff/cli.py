@@ -369,5 +369,29 @@ def bench(config: str = typer.Argument(..., help="Bench YAML, e.g. "
     _run(action, debug)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `staff` command. A usage error (unknown option, missing value) is one line on stderr
+    and exit code 2 like every other error, not click's framed box of five."""
+    try:
+        code = app(args=argv, prog_name="staff", standalone_mode=False)
+    except Exception as err:
+        # By class name: typer >= 0.20 carries its own copy of click's exceptions.
+        kinds = {cls.__name__ for cls in type(err).__mro__}
+        if "NoArgsIsHelpError" in kinds:  # `staff` alone: the help, as before
+            err.show()
+            sys.exit(err.exit_code)
+        if "UsageError" in kinds:
+            where = err.ctx.command_path if getattr(err, "ctx", None) else "staff"
+            typer.echo(f"error: {err.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        if "ClickException" in kinds:
+            typer.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        if "Abort" in kinds:
+            sys.exit(1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

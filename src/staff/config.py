@@ -83,6 +83,16 @@ class LoraConfig:
             raise ConfigError(f"lora.r == {self.r}, must be >= 1.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"lora.dropout == {self.dropout}, must be in [0, 1).")
+        if self.alpha <= 0:  # scaling alpha/r == 0: every effort score 0, a random pick
+            raise ConfigError(f"lora.alpha == {self.alpha}, must be > 0.")
+        modules = self.target_modules
+        if isinstance(modules, tuple):
+            modules = self.target_modules = list(modules)
+        if not ((isinstance(modules, str) and modules.strip()) or (
+                isinstance(modules, list) and modules
+                and all(isinstance(m, str) and m.strip() for m in modules))):
+            raise ConfigError(f"lora.target_modules == {modules!r}, must be 'all-linear', a "
+                              "module name, or a non-empty list of module names.")
 
 
 @dataclass
@@ -105,6 +115,13 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.epochs <= 0:
             raise ConfigError(f"finetune.epochs == {self.epochs}, must be > 0.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"finetune.learning_rate == {self.learning_rate}, must be > 0.")
+        if self.weight_decay < 0:
+            raise ConfigError(f"finetune.weight_decay == {self.weight_decay}, must be >= 0.")
+        if self.max_grad_norm < 0:  # a negative clip norm flips the gradient: ascent
+            raise ConfigError(f"finetune.max_grad_norm == {self.max_grad_norm}, must be >= 0 "
+                              "(0 disables clipping).")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("finetune.batch_size and finetune.grad_accum must be >= 1.")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -169,7 +186,16 @@ class SelectionConfig:
     hard_prune: float = _f(0.0, "Drop this top fraction by speculative score first (authors' "
                                 "code used 0.1; the paper does not).")
     verify_small_regions: bool = _f(True, "Verify regions with <= b_v samples too (paper). "
-                                          "False: such regions get V_i = 1 (authors' code).")
+                                          "False: such regions are not verified and get an "
+                                          "even share floor((m-|D'|)/|B|) under either budget "
+                                          "rule (authors' code).")
+    fill: Literal["weighted", "uniform"] = _f(
+        "weighted", "How the leftover (when the budgets end short of m) is drawn among the "
+                    "unselected eligible samples: 'weighted' by their region's V_i, or "
+                    "'uniform' (authors' code).")
+    boundary: Literal["upper", "lower"] = _f(
+        "upper", "Region of a score exactly on an inner edge: the one above it ('upper', "
+                 "regions [e_i, e_i+1)) or below it ('lower', (e_i, e_i+1], authors' code).")
     # Variants beyond the paper (docs/method.md, "Variants"); the defaults are Algorithm 1.
     region_edges: Literal["equal-width", "quantile-clipped", "log", "equal-count"] = _f(
         "equal-width", "How the K regions split the scores: 'equal-width' over [min, max] "
@@ -212,6 +238,14 @@ class SelectionConfig:
                               "must be >= 1.")
         if not 0.0 <= self.hard_prune < 1.0:
             raise ConfigError(f"selection.hard_prune == {self.hard_prune}, must be in [0, 1).")
+        if not 0.0 <= self.ccs_hard_cutoff < 1.0:
+            raise ConfigError(f"selection.ccs_hard_cutoff == {self.ccs_hard_cutoff}, must be "
+                              "in [0, 1).")
+        for name in ("ccs_strata", "d2_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"selection.{name} == {getattr(self, name)}, must be >= 1.")
+        if self.d2_gamma < 0:
+            raise ConfigError(f"selection.d2_gamma == {self.d2_gamma}, must be >= 0.")
         if not 0.0 < self.region_clip < 0.5:
             raise ConfigError(f"selection.region_clip == {self.region_clip}, must be in "
                               "(0, 0.5).")
@@ -266,6 +300,9 @@ class DraftConfig:
             raise ConfigError(f"draft.temperature == {self.temperature}, must be > 0.")
 
 
+SEED_MAX = 2**63 - 1
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -283,6 +320,9 @@ class RunConfig:
                                        "to hold stage 1 fixed while seeds vary the draws.")
     output_dir: str = _f("runs/staff", "Run folder; re-running the same config resumes it.")
     device: str = _f("auto", "'auto' (cuda, then mps, then cpu), or a torch device string.")
+    preset: Literal["none", "authors"] = _f(
+        "none", "'authors': every option where the authors' released code departs from the "
+                "paper, at once (see PRESETS; options set explicitly still win).")
 
     def __post_init__(self) -> None:
         if not self.data.path:
@@ -296,9 +336,45 @@ class RunConfig:
         for role in ("small", "target"):
             if not getattr(self, role).name:
                 raise ConfigError(f"{role}.name is empty: give a hub id, a folder or a .gguf.")
+        if not 0 <= self.seed <= SEED_MAX:  # what numpy's and torch's generators both take
+            raise ConfigError(f"seed == {self.seed}, must be in [0, 2**63 - 1].")
+        if not self.device.strip():
+            raise ConfigError("device is empty: give 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Option values a preset sets, unless the config sets them itself. 'authors': the released code
+# (github.com/shiningrain/STAFF, see docs/method.md): min-max normalisation, V_i over the
+# unvisited regions' sum, the top scores in a region, the top 10% dropped first, small regions
+# unverified with an even share, a uniform fill, edge scores in the lower region, and the
+# gradient of the last decoder layer only.
+PRESETS: dict[str, dict] = {
+    "none": {},
+    "authors": {"selection.normalize": "minmax", "selection.budget_rule": "share",
+                "selection.within_region": "top", "selection.hard_prune": 0.1,
+                "selection.verify_small_regions": False, "selection.fill": "uniform",
+                "selection.boundary": "lower", "scoring.scope": "last-layer"},
+}
+
+
+def _apply_preset(tree: dict) -> dict:
+    """A copy of ``tree`` with its preset's values filled in where the tree sets none."""
+    name = tree.get("preset", "none")
+    if isinstance(name, _Override):
+        name = name.parsed
+    if name not in PRESETS:
+        choices = ", ".join(repr(c) for c in PRESETS)
+        raise ConfigError(f"preset == {name!r}, must be one of {choices}.")
+    tree = copy.deepcopy(tree)
+    for key, value in PRESETS[name].items():
+        section, option = key.split(".")
+        if tree.get(section) is None:
+            tree[section] = {}
+        if isinstance(tree[section], dict):  # anything else: _build names the bad section
+            tree[section].setdefault(option, value)
+    return tree
 
 
 # The embedded default: runs offline on a 2-core CPU in a few minutes (see README).
@@ -434,11 +510,11 @@ def load_config(path: str | Path | None = None, overrides: dict | list | None = 
     overrides: a dict ``{"selection.regions": 20}`` or a list of ``"key=value"`` strings."""
     tree = copy.deepcopy(DEMO_CONFIG) if path is None else read_yaml(path)
     apply_overrides(tree, overrides)  # never edits the embedded default: it is a copy
-    return _build(RunConfig, tree, "")
+    return _build(RunConfig, _apply_preset(tree), "")
 
 
 def config_from_dict(tree: dict) -> RunConfig:
-    return _build(RunConfig, tree, "")
+    return _build(RunConfig, _apply_preset(tree), "")
 
 
 def dump_config(cfg: RunConfig) -> str:

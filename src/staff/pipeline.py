@@ -142,9 +142,12 @@ class Pipeline:
                                 self.stage1_seed)
         else:
             score = fingerprint(tune, scoring)
+        # Options added later join a fingerprint only when not at their default, so that runs
+        # made before them are not redone.
+        later = [v for v in (s.boundary,) if v != "upper"]
         verify = fingerprint(score, asdict(c.target), asdict(c.lora), c.scoring.scope, s.regions,
                              s.verify_per_region, s.hard_prune, s.verify_small_regions, s.score,
-                             s.verify, c.seed, *_variant_options(s))
+                             s.verify, c.seed, *_variant_options(s), *later)
         tune_target = fingerprint(data, asdict(c.target), *tune_options)
         score_target = fingerprint(tune_target, scoring)
         lengths = fingerprint(data, asdict(c.target))  # the target's tokenizer counts them
@@ -152,7 +155,9 @@ class Pipeline:
                                                                                score_target)
         return {"train-small": tune, "score": score, "verify": verify,
                 "train-target": tune_target, "score-target": score_target,
-                "pick": fingerprint(before_pick, asdict(s), c.seed)}
+                "pick": fingerprint(before_pick, _selection_options(s), c.seed,
+                                    # STAFF's draws changed (per-sample keys): redo old picks
+                                    *(["keyed-draws"] if s.method == "staff" else []))}
 
     @property
     def stage1_seed(self) -> int:
@@ -164,24 +169,38 @@ class Pipeline:
         # Bad input fails here, before anything is written: data, sizes, model paths.
         from .selection.base import check_sizes
 
-        stages, acc = self.stages, self.accelerator
+        stages = self.stages
+        self.accelerator  # noqa: B018 - the device is checked here, before any work
         fps = self.fingerprints()
         check_sizes(self.n_samples, self.cfg.selection)
         first = next((i for i, s in enumerate(stages)
                       if s in force or not self.run.is_done(s, fps[s])), len(stages))
         self._check_models(stages[first:])
+        # Every option is checked by now: only from here on is the run folder touched.
         if self.is_main:
             self.run.create()
+            with self.run.lock():
+                return self._run_stages(first, fps)
+        return self._run_stages(first, fps)  # under accelerate: only the main process locks
+
+    def _run_stages(self, first: int, fps: dict[str, str]) -> SelectionResult:
+        stages, acc = self.stages, self.accelerator
+        if self.is_main:
             self.run.remove_partial()
             self.run.write_config(self.cfg)
             if self._examples is not None:
                 self.run.remember_data(self.data_fingerprint, len(self._examples))
+            # A kill right after a stage was recorded done leaves its resumable work behind;
+            # nothing would ever read it again.
+            for stage in stages[:first]:
+                if stage in SCRATCH and (self.run / SCRATCH[stage]).exists():
+                    shutil.rmtree(self.run / SCRATCH[stage], ignore_errors=True)
         acc.wait_for_everyone()
         for i, stage in enumerate(stages):
             if i >= first:
                 if self.is_main:
                     self.run.forget(*stages[i:])  # what follows a redone stage is stale
-                    self._prepare_scratch(stage, fps[stage])
+                    self._prepare_scratch(stage, self._scratch_fingerprint(stage, fps[stage]))
                 acc.wait_for_everyone()
                 started = time.perf_counter()
                 log.info("stage %s: running", stage)
@@ -229,15 +248,32 @@ class Pipeline:
         return self.run_all(force=(stage,))
 
     def _check_models(self, stages) -> None:
-        """Fail before any work if a model that the stages to run need cannot be found (a
-        missing target would otherwise show only after fine-tuning and scoring)."""
-        from .models.loading import resolve_source
+        """Fail before any work if a model that the stages to run need cannot be found or
+        used as configured (a missing target would otherwise show only after fine-tuning and
+        scoring)."""
+        from .models.loading import check_lora_targets, resolve_source
 
         untuned = self.cfg.selection.speculative == "untuned-target"
+        roles = []
         if {"train-small", "score"} & set(stages) and not untuned:
-            resolve_source(self.cfg.small.name)
-        if {"verify", "train-target", "score-target"} & set(stages) or untuned:
-            resolve_source(self.cfg.target.name)
+            roles.append("small")
+        if {"verify", "train-target", "score-target"} & set(stages) or (untuned and stages):
+            roles.append("target")
+        for role in roles:
+            model_cfg = getattr(self.cfg, role)
+            resolve_source(model_cfg.name)
+            if model_cfg.quantization != "none" and self.device.type != "cuda":
+                raise ConfigError(f"{role}.quantization == {model_cfg.quantization!r} needs a "
+                                  f"CUDA device (device is {self.device.type}).")
+            check_lora_targets(model_cfg, self.cfg.lora)
+
+    def _scratch_fingerprint(self, stage: str, fp: str) -> str:
+        """What a stage's resumable work depends on: its result's inputs, and for score shards
+        the shard size too (shards are read back by position; another size would leave
+        samples unscored)."""
+        if stage in ("score", "score-target"):
+            return fingerprint(fp, self.cfg.scoring.shard_size)
+        return fp
 
     def _prepare_scratch(self, stage: str, fp: str) -> None:
         """Resume a stage's work only if it was made with the same inputs: a killed run with
@@ -404,17 +440,24 @@ class Pipeline:
                                               verification.iloc[:, 3].astype(float)))
         lines = self._source_lines(data.n)
         summary = {}
+        # Until every rate folder is in place there is no summary.json: it lists only whole
+        # folders of this pick, and readers (report, bench) read nothing half-done.
+        (self.run / "selections" / "summary.json").unlink(missing_ok=True)
         for p in s.pruning_rates:
             m = coreset_size(data.n, p)
             chosen = selector.select(data, m, self.cfg.seed)
             folder = self.run / "selections" / rate_dir(p)
-            write_atomic(folder / "ids.txt", "".join(text_lines(np.asarray(data.ids)[chosen])))
             table = getattr(selector, "table_", None)
-            if table is not None:
-                write_table(folder / "regions.csv", pd.DataFrame([asdict(r) for r in table]))
-            else:
-                (folder / "regions.csv").unlink(missing_ok=True)
-            write_atomic(folder / "coreset.jsonl", lines.subset(np.sort(chosen)))
+
+            def write(tmp, chosen=chosen, table=table):
+                write_atomic(tmp / "ids.txt", "".join(text_lines(np.asarray(data.ids)[chosen])))
+                if table is not None:
+                    write_table(tmp / "regions.csv", pd.DataFrame([asdict(r) for r in table]))
+                write_atomic(tmp / "coreset.jsonl", lines.subset(np.sort(chosen)))
+
+            # A rate folder is written aside and renamed into place: a kill leaves the old one
+            # or the new one, never ids.txt of one pick beside coreset.jsonl of another.
+            write_dir_atomic(folder, write)
             summary[rate_dir(p)] = {"pruning_rate": p, "n": data.n, "m": m, "method": s.method}
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)
         write_json(self.run / "selections" / "summary.json", summary)
@@ -450,6 +493,16 @@ def _options(section, *ignore: str) -> dict:
     """A config section's options minus those that cannot change a stage's result (how often
     to checkpoint): changing them must not redo the stage."""
     return {k: v for k, v in asdict(section).items() if k not in ignore}
+
+
+# SelectionConfig options added after runs were made, with the value those runs used.
+_LATER_SELECTION_OPTIONS = {"fill": "weighted", "boundary": "upper"}
+
+
+def _selection_options(s) -> dict:
+    """The selection options for the pick fingerprint; an option added later is left out at
+    its default, so that a finished run's pick is not redone for it."""
+    return {k: v for k, v in asdict(s).items() if _LATER_SELECTION_OPTIONS.get(k, object()) != v}
 
 
 def _missing_target(indices) -> np.ndarray:  # pragma: no cover - a corrupted run folder

@@ -5,11 +5,14 @@ they took, so that re-running the same config skips finished stages."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -79,10 +82,31 @@ def write_dir_atomic(final: Path, write) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not final.exists():
             old.rename(final)
-        if isinstance(err, OSError):
-            raise RunFolderError(f"cannot write {final}: {err.strerror or err}") from None
+        if isinstance(err, RunFolderError):  # name the file where it was going, not the tmp
+            raise RunFolderError(str(err).replace(str(tmp), str(final))) from None
+        reason = write_failure(err, final.parent)
+        if reason:
+            raise RunFolderError(f"cannot write {final}: {reason}") from None
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_failure(err: BaseException, folder: Path) -> str | None:
+    """The reason, in a few words, when ``err`` is a failed write (a full disk, typically), or
+    None. safetensors and torch.save do not raise OSError for it: a SafetensorError holding
+    "No space left on device", a RuntimeError "... file write failed"."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    text = str(err)
+    if "No space left" in text or "StorageFull" in text:
+        return os.strerror(errno.ENOSPC)
+    if isinstance(err, RuntimeError) or type(err).__name__ == "SafetensorError":
+        if re.search(r"write failed|failed writing|IoError", text):
+            with contextlib.suppress(OSError):
+                if shutil.disk_usage(folder).free < 2**20:
+                    return os.strerror(errno.ENOSPC)
+            return "the write failed (" + (text.strip().splitlines() or ["?"])[0][:120] + ")"
+    return None
 
 
 def replace_dir(final: Path, write) -> None:
@@ -95,7 +119,15 @@ def replace_dir(final: Path, write) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except Exception as err:
+        # The previous checkpoint is untouched: the run resumes from it once there is space.
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_failure(err, final.parent)
+        if reason:
+            raise RunFolderError(f"cannot write {final}: {reason}") from None
+        raise
     old = final.with_name(final.name + ".old")
     if final.exists():
         final.rename(old)
@@ -145,6 +177,34 @@ class RunFolder:
                                  f"{err.strerror or err}") from None
         if not os.access(self.path, os.W_OK):
             raise RunFolderError(f"run folder {self.path} is not writable.")
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run folder exclusively while a run writes it. A second run in the same
+        folder would otherwise interleave its writes with the first one's (two seeds: the last
+        writer's coreset while the first exits 0). The lock is the OS's (filelock), so a killed
+        holder releases it; who holds it is written beside it, for the second run's message."""
+        from filelock import FileLock, Timeout
+
+        lock, owner = FileLock(self.path / ".lock"), self.path / ".lock.owner"
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            try:
+                holder = json.loads(owner.read_text())
+                who = (f"process {holder['pid']} on {holder['host']} (since "
+                       f"{holder['since']}: {holder['command']})")
+            except (OSError, ValueError, KeyError):
+                who = "another process"
+            raise RunFolderError(f"run folder {self.path} is in use by {who}; wait for it to "
+                                 "finish or use another output_dir.") from None
+        try:
+            write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(),
+                               "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               "command": " ".join(sys.argv)[:200]})
+            yield
+        finally:
+            lock.release()
 
     def remove_partial(self) -> list[Path]:
         """Remove the temporary files and folders of writers that were killed mid-write (their

@@ -51,6 +51,8 @@ def load_rows(cfg: DataConfig) -> list[dict]:
         elif path.is_dir() or _looks_like_hub_id(cfg.path):
             # A plain folder of data files also goes through load_dataset, which reads those.
             rows = _read_hub(cfg.path, cfg.hub_config, cfg.split, cfg.max_samples)
+        elif path.exists():  # /dev/null, a FIFO, a socket: not data we can read
+            raise DataError(f"{cfg.path}: not a regular file or folder")
         else:
             raise DataError(f"{cfg.path}: no such file or folder")
     if cfg.max_samples is not None:

@@ -29,9 +29,24 @@ OFFLINE_MODELS = {
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto': cuda, then mps, then cpu."""
+    """'auto': cuda, then mps, then cpu. A device this machine lacks is an error here, before
+    any work, not a traceback from the first tensor moved to it."""
     if device != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ModelError(f"device == {device!r}, must be 'auto', 'cpu', 'cuda', 'cuda:N' "
+                             "or 'mps'.") from None
+        mps = getattr(torch.backends, "mps", None)
+        available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                     "mps": mps is not None and mps.is_available()}.get(chosen.type, True)
+        if not available:
+            raise ModelError(f"device == {device!r}, but this machine has no "
+                             f"{chosen.type.upper()} device; use 'auto' or 'cpu'.")
+        if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+            raise ModelError(f"device == {device!r}, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s).")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -78,12 +93,42 @@ def resolve_source(name: str) -> tuple[str, dict]:
             raise ModelError(f"model file {name} does not exist.")
         return str(path.parent), {"gguf_file": path.name}
     if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model path {name} is a file, not a model folder (or a .gguf "
+                             "file).")
         if not (path / "config.json").is_file():
             raise ModelError(f"model folder {name} has no config.json.")
+        if not any(p.suffix in (".safetensors", ".bin") for p in path.iterdir()):
+            raise ModelError(f"model folder {name} has no weights (*.safetensors or *.bin).")
         return str(path), {}
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist.")
     return name, {}  # a hub id
+
+
+def check_lora_targets(cfg: ModelConfig, lora: LoraConfig) -> None:
+    """Fail before any work if ``lora.target_modules`` names no module of the model: PEFT would
+    say so only when the adapter is attached, after the stages before it ran. The model is
+    built on the meta device (no weights read, no memory)."""
+    modules = lora.target_modules
+    if modules == "all-linear" or isinstance(modules, str):  # a string is a regex for PEFT
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source, extra = resolve_source(cfg.name)
+    try:
+        config = AutoConfig.from_pretrained(source, revision=cfg.revision, **extra)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - cannot tell here; loading the model will say why
+        return
+    names = {name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
+             if isinstance(module, torch.nn.Linear)}
+    unknown = [m for m in modules if m not in names and not any(
+        n == m or n.endswith("." + m) for n, _ in skeleton.named_modules())]
+    if unknown:
+        raise ModelError(f"lora.target_modules has {unknown[0]!r}, which is no module of "
+                         f"{cfg.name}; its linear layers: {', '.join(sorted(names))}.")
 
 
 def load_tokenizer(cfg: ModelConfig):

@@ -26,7 +26,8 @@ def make_selector(cfg: SelectionConfig,
                              verify_small_regions=cfg.verify_small_regions, score=cfg.score,
                              skip_verification=not cfg.verify, region_edges=cfg.region_edges,
                              region_clip=cfg.region_clip, verify_scale=cfg.verify_scale,
-                             length_adjust=cfg.length_adjust)
+                             length_adjust=cfg.length_adjust, fill=cfg.fill,
+                             boundary=cfg.boundary)
     params = {"ccs": {"strata": cfg.ccs_strata, "hard_cutoff": cfg.ccs_hard_cutoff},
               "d2": {"k": cfg.d2_k, "gamma": cfg.d2_gamma}}.get(cfg.method, {})
     return SELECTORS[cfg.method](**params)

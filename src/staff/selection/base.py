@@ -7,6 +7,7 @@ from the one scoring engine (``staff.scoring``) and are handed over in ``Selecti
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -20,18 +21,32 @@ def check_sizes(n: int, cfg: SelectionConfig) -> None:
     if cfg.method == "staff" and cfg.regions > n:
         raise ConfigError(f"selection.regions == {cfg.regions}, must be <= the number of "
                           f"samples N == {n}.")
+    # Samples a method drops before picking: the coreset must fit in what is left, or the
+    # error would come only at pick, after the models ran.
+    dropped = {"staff": ("selection.hard_prune", cfg.hard_prune),
+               "ccs": ("selection.ccs_hard_cutoff", cfg.ccs_hard_cutoff)}.get(cfg.method)
     for p in cfg.pruning_rates:
-        if coreset_size(n, p) < 1:
+        m = coreset_size(n, p)
+        if m < 1:
             raise ConfigError(f"selection.pruning_rates has {p}: with N == {n} the coreset "
                               "would be empty.")
+        if dropped:
+            eligible = n - int(math.floor(n * dropped[1]))
+            if m > eligible:
+                raise ConfigError(f"{dropped[0]} == {dropped[1]} leaves {eligible} of {n} "
+                                  f"samples, fewer than the coreset of {m} at pruning rate "
+                                  f"{p}: it must be <= that rate.")
 
 
 def coreset_size(n: int, pruning_rate: float) -> int:
-    """m = floor(N * (1 - p)), computed so that e.g. N=10, p=0.7 gives 3 and not 2
-    (10 * 0.3 is 2.9999999999999996 in floating point)."""
+    """m = floor(N * (1 - p)) with p read as the decimal it was written as: N=10, p=0.7 gives 3
+    (10 * 0.3 is 2.9999999999999996 in floating point) and N=3, p=0.33333333334 gives 1 (a
+    rounding fudge would give 2)."""
     if not 0.0 < pruning_rate < 1.0:
         raise ValueError(f"pruning rate == {pruning_rate}, must be in (0, 1).")
-    return int(math.floor(round(n * (1.0 - pruning_rate), 9)))
+    # repr() is the shortest decimal that reads back as this float: exact rational arithmetic
+    # on it is the rate the user wrote.
+    return int(math.floor(n * (1 - Fraction(repr(float(pruning_rate))))))
 
 
 @dataclass

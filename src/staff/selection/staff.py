@@ -8,7 +8,8 @@
 4. Regions are visited smallest first (line 8); budget m_B = floor((m - |D'|) V_i / |B|) (Eq. 4),
    capped at the region size and at what is left of m; a random draw inside the region (line 12).
 5. The paper's rule can end short of m (regions with V_i < 1, or capped regions). We place the
-   leftover among the unselected samples at random, each weighted by its region's V_i: the
+   leftover among the unselected samples at random, each weighted by its region's V_i
+   (``fill='weighted'``; the authors' code draws it uniformly, ``fill='uniform'``): the
    coreset has exactly m = floor(N(1-p)) samples and the leftover still follows the target.
 """
 
@@ -49,7 +50,8 @@ EDGE_RULES = ("equal-width", "quantile-clipped", "log", "equal-count")
 
 
 def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None,
-                 edges: str = "equal-width", clip: float = 0.01) -> Regions:
+                 edges: str = "equal-width", clip: float = 0.01,
+                 boundary: str = "upper") -> Regions:
     """K regions over the eligible scores; O(N log N). Ineligible samples (hard-pruned)
     belong to no region (region -1). ``edges``:
 
@@ -61,7 +63,11 @@ def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None,
     - 'log': K equal widths over log(score) (effort is a norm: positive, often log-normal);
     - 'equal-count': edges at the k/K quantiles, about N/K samples per region.
 
-    A score exactly on an inner edge goes to the upper region."""
+    A score exactly on an inner edge goes to the region above it (``boundary='upper'``,
+    regions [e_i, e_i+1)) or below it (``'lower'``, regions (e_i, e_i+1], the authors' code);
+    the minimum is always in region 0 and the maximum in region K-1."""
+    if boundary not in ("upper", "lower"):
+        raise ValueError(f"boundary == {boundary!r}, must be 'upper' or 'lower'.")
     scores = np.asarray(scores, dtype=np.float64)
     eligible = np.ones(len(scores), bool) if eligible is None else eligible
     values = scores
@@ -72,7 +78,8 @@ def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None,
     pool = values[eligible]
     if edges == "equal-count":
         bounds = np.quantile(pool, np.linspace(0.0, 1.0, k + 1))
-        region = np.searchsorted(bounds[1:-1], values, side="right").astype(np.int64)
+        side = "right" if boundary == "upper" else "left"
+        region = np.searchsorted(bounds[1:-1], values, side=side).astype(np.int64)
     else:
         if edges == "quantile-clipped":
             lo, hi = np.quantile(pool, [clip, 1.0 - clip])
@@ -81,7 +88,9 @@ def make_regions(scores: np.ndarray, k: int, eligible: np.ndarray | None = None,
         bounds = np.linspace(lo, hi, k + 1)
         if hi > lo:
             # The same arithmetic for every scale: (s - lo) / (hi - lo) is scale-free.
-            region = np.floor((values - lo) / (hi - lo) * k).astype(np.int64)
+            position = (values - lo) / (hi - lo) * k
+            region = (np.floor(position) if boundary == "upper"
+                      else np.ceil(position) - 1).astype(np.int64)
         else:
             region = np.zeros(len(scores), dtype=np.int64)
     if edges == "log":
@@ -156,6 +165,14 @@ def verification_factors(spec: np.ndarray, plan: dict[int, np.ndarray],
     elif scale != "score":
         raise ValueError(f"verify_scale == {scale!r}, must be 'score' or 'rank'.")
     t_all = np.array([target[i] for i in verified], dtype=np.float64)
+    if len(t_all) > 1 and np.ptp(t_all) == 0:
+        # Every V_i would be ~0 (minmax, or all-zero scores) or say nothing: the coreset would
+        # come from the fill alone, silently. A target gradient that is the same (zero) for
+        # every sample means no trainable tensor was in scope.
+        raise ValueError(f"the target gave the same score ({t_all[0]:g}) to all {len(t_all)} "
+                         "verified samples, so V_i carries no information; likely no LoRA "
+                         "tensor in scoring.scope is trainable on the target (check "
+                         "lora.target_modules and scoring.scope).")
     s_all = spec[verified]
     for r, idx in plan.items():
         t = normalise(np.array([target[i] for i in idx], dtype=np.float64), t_all, how)
@@ -180,9 +197,19 @@ class RegionReport:
 
 def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, seed: int,
              budget_rule: str = "paper", within_region: str = "random",
+             even_share: np.ndarray | None = None, fill: str = "weighted",
              ) -> tuple[np.ndarray, list[RegionReport]]:
-    """Visit regions smallest first and draw each one's budget; then fill to exactly m."""
-    rng = np.random.default_rng([seed, 2])
+    """Visit regions smallest first and draw each one's budget; then fill to exactly m.
+    ``even_share[r]``: region r was left unverified for being small and gets
+    floor((m - |D'|) / |B|) under either rule (the authors' code)."""
+    # One random key per sample (by its row, not by its place in a region or in the visit
+    # order): a random draw takes a region's smallest keys, the fill the smallest weighted keys.
+    # Float noise that moves one sample across a region edge then changes only the draws of
+    # the regions whose budget changed, by as many samples as the budget did; one stream
+    # consumed region by region changed a third of the coreset (issue 16).
+    n = len(regions.of)
+    keys = np.random.default_rng([seed, 2]).random(n)
+    fill_keys = np.random.default_rng([seed, 3]).random(n)
     order = regions.visit_order()
     available = sum(len(regions.members[r]) for r in order)
     if m > available:
@@ -193,21 +220,26 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
     for step, r in enumerate(order):
         members = regions.members[r]
         left = order[step:]
-        if budget_rule == "paper":      # Eq. 4
+        if even_share is not None and even_share[r]:   # authors' code: small, unverified
+            budget = (m - n_chosen) // len(left)
+        elif budget_rule == "paper":      # Eq. 4
             budget = int(np.floor((m - n_chosen) * factors[r] / len(left)))
         elif budget_rule == "share":    # authors' code: V_i over the unvisited regions' sum
             budget = int(np.floor((m - n_chosen) * factors[r] / max(factors[left].sum(), _EPS)))
         else:
             raise ValueError(f"budget_rule == {budget_rule!r}, must be 'paper' or 'share'.")
         take = max(0, min(budget, len(members), m - n_chosen))
-        picked = _draw(members, take, spec, within_region, rng)
+        picked = _draw(members, take, spec, within_region, keys)
         chosen.append(picked)
         n_chosen += take
         reports[r] = [budget, take]
     selected = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
     if n_chosen < m:
-        selected = np.concatenate([selected, _fill(regions, factors, selected, m - n_chosen,
-                                                   order, rng)])
+        weights = factors if fill == "weighted" else np.ones_like(factors)
+        if fill not in ("weighted", "uniform"):
+            raise ValueError(f"fill == {fill!r}, must be 'weighted' or 'uniform'.")
+        selected = np.concatenate([selected, _fill(regions, weights, selected, m - n_chosen,
+                                                   order, fill_keys)])
     counts = np.bincount(regions.of[selected], minlength=len(regions.members))
     table = [RegionReport(region=r, lo=float(regions.edges[r]), hi=float(regions.edges[r + 1]),
                           size=len(regions.members[r]), verified=0, factor=float(factors[r]),
@@ -216,19 +248,22 @@ def allocate(regions: Regions, factors: np.ndarray, spec: np.ndarray, m: int, se
 
 
 def _draw(members: np.ndarray, take: int, spec: np.ndarray, how: str,
-          rng: np.random.Generator) -> np.ndarray:
+          keys: np.ndarray) -> np.ndarray:
     if take == 0:
         return np.zeros(0, dtype=np.int64)
-    if how == "random":
-        return rng.choice(members, size=take, replace=False)
+    if how == "random":  # the `take` smallest of iid uniform keys: a uniform random subset
+        if take >= len(members):
+            return members
+        return members[np.argpartition(keys[members], take - 1)[:take]]
     if how == "top":
         return members[np.argsort(-spec[members], kind="stable")[:take]]
     raise ValueError(f"within_region == {how!r}, must be 'random' or 'top'.")
 
 
 def _fill(regions: Regions, factors: np.ndarray, selected: np.ndarray, count: int,
-          order: list[int], rng: np.random.Generator) -> np.ndarray:
-    """``count`` more unselected eligible samples, drawn with weight V_i of their region."""
+          order: list[int], uniforms: np.ndarray) -> np.ndarray:
+    """``count`` more unselected eligible samples, drawn with weight V_i of their region
+    (``factors``; all ones for the authors' uniform draw among the unselected survivors)."""
     taken = np.zeros(len(regions.of), dtype=bool)
     taken[selected] = True
     pool = np.concatenate([regions.members[r] for r in order])
@@ -236,7 +271,7 @@ def _fill(regions: Regions, factors: np.ndarray, selected: np.ndarray, count: in
     weights = np.maximum(factors[regions.of[pool]], _EPS)
     # Weighted draw without replacement in O(N) (Efraimidis & Spirakis 2006): the `count`
     # smallest keys -log(U)/w. numpy's choice(p=..., replace=False) is much slower at N = 1e6.
-    keys = -np.log(rng.random(len(pool))) / weights
+    keys = -np.log(uniforms[pool]) / weights
     if count < len(pool):
         return pool[np.argpartition(keys, count - 1)[:count]]
     return pool
@@ -258,7 +293,8 @@ class StaffSelector:
                  verify_small_regions: bool = True, score: str = "effort",
                  skip_verification: bool = False, region_edges: str = "equal-width",
                  region_clip: float = 0.01, verify_scale: str = "score",
-                 length_adjust: str = "none"):
+                 length_adjust: str = "none", fill: str = "weighted",
+                 boundary: str = "upper"):
         if regions < 1:
             raise ValueError(f"regions == {regions}, must be >= 1.")
         if verify_per_region < 1:
@@ -285,6 +321,8 @@ class StaffSelector:
         self.region_clip = region_clip
         self.verify_scale = verify_scale
         self.length_adjust = length_adjust
+        self.fill = fill
+        self.boundary = boundary
         self.target_scores: dict[int, float] = {}
 
     def length_weights(self, data: SelectionInput) -> np.ndarray:
@@ -310,7 +348,7 @@ class StaffSelector:
         spec = data.score(self.score) * weights
         eligible = hard_prune_mask(spec, self.hard_prune)
         regions = make_regions(spec, self.regions, eligible, self.region_edges,
-                               self.region_clip)
+                               self.region_clip, self.boundary)
         plan = {} if self.skip_verification else plan_verification(
             regions, self.verify_per_region, seed, self.verify_small_regions)
         wanted = np.array(sorted({int(i) for idx in plan.values() for i in idx
@@ -331,8 +369,12 @@ class StaffSelector:
     def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
         regions, plan, factors = self.prepare(data, seed)
         spec = data.score(self.score) * self.length_weights(data)
-        selected, table = allocate(regions, factors, spec, m, seed,
-                                   self.budget_rule, self.within_region)
+        # Regions left unverified for being small (not all regions, as with verify: false).
+        even_share = None
+        if not self.skip_verification and not self.verify_small_regions:
+            even_share = np.array([r not in plan for r in range(self.regions)])
+        selected, table = allocate(regions, factors, spec, m, seed, self.budget_rule,
+                                   self.within_region, even_share, self.fill)
         for row in table:
             row.verified = len(plan.get(row.region, ()))
         self.table_ = table
