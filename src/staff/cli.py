@@ -95,16 +95,29 @@ def _one_line(err: Exception) -> str:
 def _print_result(result) -> None:
     if not _is_main_process():
         return
+    from .results import rate_dir, selections_dir
+
     typer.echo(f"run folder: {result.run_dir}")
     n = result.n_samples
     if result.method != "staff":
         typer.echo(f"  method: {result.method}")
     for p, ids in result.ids.items():
+        folder = selections_dir(result.run_dir, result.method) / rate_dir(p)
         typer.echo(f"  p = {p:.2f}: coreset of {len(ids)} / {n} samples -> "
-                   f"{result.run_dir}/selections/p{p:.2f}/coreset.jsonl")
-    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-    typer.echo(f"  stage times: {stages}")
-    typer.echo(f"  selection overhead: {result.selection_overhead:.1f} s")
+                   f"{folder}/coreset.jsonl")
+    if result.report is not None and result.report.is_file():
+        typer.echo(f"  report: {result.report}")
+    ran = {k: v for k, v in result.timings.items() if k not in result.cached}
+    if ran:
+        typer.echo("  stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in ran.items()))
+    if result.cached:
+        # A re-run took seconds: its stages' first times would read as this run's cost.
+        typer.echo(f"  cached (done before with the same inputs, not redone): "
+                   f"{', '.join(result.cached)}")
+        typer.echo(f"  selection overhead: {result.selection_overhead:.1f} s when first run "
+                   "(timings.json)")
+    else:
+        typer.echo(f"  selection overhead: {result.selection_overhead:.1f} s")
 
 
 @app.command()
@@ -177,9 +190,10 @@ def report(run_folder: str = typer.Argument(..., help="A finished run folder (it
     _setup_logging(quiet)
 
     def action():
-        from .report import build_report
+        from .report import build_reports
 
-        typer.echo(str(build_report(run_folder)))
+        for path in build_reports(run_folder):  # one per method with coresets in the folder
+            typer.echo(str(path))
 
     _run(action, debug)
 

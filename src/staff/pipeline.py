@@ -32,7 +32,7 @@ import pandas as pd
 
 from .config import FINETUNE_NO_EFFECT, ConfigError, RunConfig
 from .results import (SCRATCH, STAGES, TARGET_STAGES, SelectionResult, load_result,  # noqa: F401
-                      rate_dir, stages_for)
+                      rate_dir, report_name, selections_dir, stages_for)
 from .runfolder import (RunFolder, RunFolderError, fingerprint, read_table, write_atomic,
                         write_dir_atomic, write_json, write_table)
 
@@ -149,7 +149,15 @@ class Pipeline:
         before_pick = {"staff": verify, "random": data}.get(s.method, score_target)
         return {"train-small": tune, "score": score, "verify": verify,
                 "train-target": tune_target, "score-target": score_target,
-                "pick": fingerprint(before_pick, asdict(s), c.seed)}
+                "pick": fingerprint(before_pick, asdict(s), c.seed),
+                "pick-basis": self._pick_basis(before_pick)}
+
+    def _pick_basis(self, before_pick: str) -> str:
+        """What a coreset depends on besides its rate: coresets with the same basis come from
+        the same scores and options, so rate folders of earlier picks with it still belong to
+        this run (``staff pick -p`` with new rates keeps them); others are stale."""
+        options = {k: v for k, v in asdict(self.cfg.selection).items() if k != "pruning_rates"}
+        return fingerprint(before_pick, options, self.cfg.seed)
 
     # ---------------------------------------------------------------- the run
     def run_all(self, force: tuple[str, ...] = ()) -> SelectionResult:
@@ -195,18 +203,22 @@ class Pipeline:
             else:
                 log.info("stage %s: already done, skipped", stage)
         acc.wait_for_everyone()
+        method, rates = self.cfg.selection.method, self.cfg.selection.pruning_rates
         if not self.is_main:
-            return load_result(self.run.path)
+            return load_result(self.run.path, method, rates)
         write_json(self.run / "timings.json", self.run.timings())
-        if self.cfg.report.enabled and self.cfg.selection.method == "staff":
+        if self.cfg.report.enabled:  # every method gets one, in a file of its own
             try:
                 from .report import build_report
 
-                log.info("report: %s", build_report(self.run.path))
+                log.info("report: %s", build_report(self.run.path, method=method))
             except Exception as err:  # the selection is done; a report must not undo that
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 log.warning("report not written: %s", reason or type(err).__name__)
-        return load_result(self.run.path)
+        result = load_result(self.run.path, method, rates)
+        result.cached = [s for s in stages[:first] if s not in force]
+        result.report = self.run / report_name(method)
+        return result
 
     def run_stage(self, stage: str) -> SelectionResult:
         """Redo one stage; the stages before it must be done with the current config."""
@@ -341,7 +353,9 @@ class Pipeline:
         columns = ["id", "region", f"small_{score}", f"target_{score}"]
         rows = [(data.ids[i], r, data.scores[score][i], selector.target_scores[int(i)])
                 for r, idx in plan.items() for i in idx]
-        write_table(self.run / "verification.csv", pd.DataFrame(rows, columns=columns))
+        table = pd.DataFrame(rows, columns=columns)
+        write_table(self.run / "verification.csv", table)
+        _warn_if_low_agreement(table[columns[2]].to_numpy(float), table[columns[3]].to_numpy(float))
         return {"target_samples": len(rows)}
 
     def _target_scorer(self, indices: np.ndarray) -> np.ndarray:
@@ -390,11 +404,13 @@ class Pipeline:
             selector.target_scores.update(zip(position.tolist(),
                                               verification.iloc[:, 3].astype(float)))
         lines = self._source_lines(data.n)
-        summary = {}
+        root = selections_dir(self.run.path, s.method)
+        basis = self.fingerprints()["pick-basis"]
+        summary = _earlier_rates(root, basis)
         for p in s.pruning_rates:
             m = coreset_size(data.n, p)
             chosen = selector.select(data, m, self.cfg.seed)
-            folder = self.run / "selections" / rate_dir(p)
+            folder = root / rate_dir(p)
             write_atomic(folder / "ids.txt", "".join(text_lines(np.asarray(data.ids)[chosen])))
             table = getattr(selector, "table_", None)
             if table is not None:
@@ -402,10 +418,40 @@ class Pipeline:
             else:
                 (folder / "regions.csv").unlink(missing_ok=True)
             write_atomic(folder / "coreset.jsonl", lines.subset(np.sort(chosen)))
-            summary[rate_dir(p)] = {"pruning_rate": p, "n": data.n, "m": m, "method": s.method}
+            summary[rate_dir(p)] = {"pruning_rate": p, "n": data.n, "m": m, "method": s.method,
+                                    "basis": basis, "current": True}
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)
-        write_json(self.run / "selections" / "summary.json", summary)
+        summary = dict(sorted(summary.items(), key=lambda kv: kv[1]["pruning_rate"]))
+        write_json(root / "summary.json", summary)
         return {"rates": list(summary), "method": s.method}
+
+
+def _warn_if_low_agreement(small: np.ndarray, target: np.ndarray) -> None:
+    """STAFF rests on the small model ranking samples as the target does; say so in the log
+    when, on the verified samples, it does not (the report explains it in place too)."""
+    if len(small) < 3 or np.ptp(small) == 0 or np.ptp(target) == 0:
+        return
+    from scipy.stats import spearmanr
+
+    from .report.html import LOW_RHO, low_agreement_note
+
+    rho = float(spearmanr(small, target).statistic)
+    if np.isnan(rho) or rho < LOW_RHO:
+        log.warning(low_agreement_note(rho))
+
+
+def _earlier_rates(root, basis: str) -> dict:
+    """The rate folders an earlier pick left in ``root`` (listed in its summary.json, ids.txt
+    on disk), marked current when they were picked from the same scores and options as now."""
+    import json
+
+    try:
+        earlier = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {name: dict(info, current=info.get("basis") == basis)
+            for name, info in earlier.items()
+            if isinstance(info, dict) and (root / name / "ids.txt").is_file()}
 
 
 def _options(section, *ignore: str) -> dict:
