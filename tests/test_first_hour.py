@@ -149,3 +149,65 @@ def test_low_agreement_is_a_warning_in_the_log(caplog):
         _warn_if_low_agreement(np.arange(10.0), -np.arange(10.0))
     assert "Spearman's ρ between small and target scores on the verified samples is -1.00" \
         in caplog.text
+
+
+def test_show_config_without_a_file_prints_the_library_defaults():
+    import yaml
+
+    res = CliRunner().invoke(app, ["show-config"])
+    assert res.exit_code == 0, res.output
+    tree = yaml.safe_load(res.output)
+    assert tree["finetune"]["epochs"] == 3 and tree["data"]["cutoff_len"] == 512
+    assert tree["selection"]["regions"] is None  # scaled to N unless set
+    assert "# Epochs T of LoRA fine-tuning" in res.output
+    demo = yaml.safe_load(CliRunner().invoke(app, ["show-config", "--demo"]).output)
+    assert demo["finetune"]["epochs"] == 2 and demo["selection"]["regions"] == 10
+
+
+def test_regions_and_verification_scale_to_n_by_the_stated_rule():
+    from staff.selection.base import auto_sizes
+
+    assert auto_sizes(20) == (1, 2)
+    assert auto_sizes(200) == (10, 2)        # 20 samples on the target: 10 %, not 48 %
+    assert auto_sizes(2000) == (50, 4)
+    assert auto_sizes(5000) == auto_sizes(10**6) == (50, 10)   # the paper's K and b_v
+    for n in (1, 7, 20, 99, 200, 1234, 4999, 5000, 123456):
+        k, b = auto_sizes(n)
+        assert 1 <= k <= max(1, n) and (k * b <= max(n // 10, k) or b == 1)
+
+
+def test_twenty_rows_with_default_sizes_run(tmp_path, alpaca_file, tiny_model_dir, caplog):
+    import logging
+
+    import yaml
+
+    cfg_path = tiny_config(tmp_path, alpaca_file, tiny_model_dir, tiny_model_dir,
+                           selection={"pruning_rates": [0.5]}, data__max_samples=20)
+    with caplog.at_level(logging.INFO, logger="staff.selection.base"):
+        result = Pipeline(load_config(cfg_path), show_progress=False).run_all()
+    assert len(result.ids[0.5]) == 10 and len(result.verification) == 2
+    assert ("selection.regions = 1, selection.verify_per_region = 2: scaled to N = 20 by "
+            "K = min(50, max(1, N // 20))") in caplog.text
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())["selection"]
+    assert (saved["regions"], saved["verify_per_region"]) == (1, 2)
+
+
+def test_relative_data_path_is_read_from_the_yaml_folder(tmp_path, alpaca_file, monkeypatch):
+    import yaml
+
+    folder = tmp_path / "project" / "configs"
+    folder.mkdir(parents=True)
+    (folder / "data").mkdir()
+    (folder / "data" / "train.jsonl").write_bytes(alpaca_file.read_bytes())
+    (folder / "run.yaml").write_text(yaml.safe_dump({
+        "data": {"path": "data/train.jsonl"}, "small": {"name": "s"}, "target": {"name": "t"}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../project/configs/run.yaml")
+    assert cfg.data.path == str(folder / "data" / "train.jsonl")
+    # An override is the user's own typing: read from the working directory.
+    assert load_config("../project/configs/run.yaml", ["data.path=x.jsonl"]).data.path == "x.jsonl"
+    (folder / "hub.yaml").write_text(yaml.safe_dump({
+        "data": {"path": "knkarthick/dialogsum"}, "small": {"name": "s"}, "target": {"name": "t"}}))
+    assert load_config("../project/configs/hub.yaml").data.path == "knkarthick/dialogsum"

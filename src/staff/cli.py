@@ -169,13 +169,24 @@ _stage_command("pick", "Redo only the final pick, e.g. for new pruning rates: "
 
 
 @app.command("show-config")
-def show_config(config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+def show_config(config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML run "
+                                                     "config to resolve (with --set)."),
+                set_: Optional[List[str]] = SetOpt,
+                demo: bool = typer.Option(False, "--demo", help="The embedded demo's config "
+                                          "(what `staff select` without -c runs)."),
                 debug: bool = DebugOpt):
-    """Print the resolved config (the embedded demo's without --config): a YAML to start from."""
+    """Print a config as YAML: with -c the resolved one; with --demo the embedded demo's;
+    without either every option's library default, with its help (a file to start from)."""
 
     def action():
-        from .config import dump_config, load_config
+        from .config import dump_config, dump_defaults, load_config
 
+        if config is None and not demo:
+            if set_:
+                raise ValueError("--set needs -c FILE or --demo: the library defaults have no "
+                                 "data.path or model names to resolve against.")
+            typer.echo(dump_defaults(), nl=False)
+            return
         typer.echo(dump_config(load_config(config, set_)), nl=False)
 
     _run(action, debug)

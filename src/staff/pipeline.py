@@ -25,7 +25,7 @@ import io
 import logging
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -131,7 +131,17 @@ class Pipeline:
                 return known
         return len(self.examples)
 
+    def _resolve_sizes(self) -> None:
+        """Unset K and b_v, scaled to N (logged; the run's config.yaml records the values)."""
+        from .selection.base import resolve_sizes
+
+        s = self.cfg.selection
+        if s.regions is None or s.verify_per_region is None:
+            # A copy: the caller's config (Python API) keeps its unset values.
+            self.cfg = replace(self.cfg, selection=resolve_sizes(self.n_samples, s))
+
     def fingerprints(self) -> dict[str, str]:
+        self._resolve_sizes()
         c, s = self.cfg, self.cfg.selection
         data = self.data_fingerprint
         tune_options = (asdict(c.lora), _options(c.finetune, *FINETUNE_NO_EFFECT), c.seed)
