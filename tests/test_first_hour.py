@@ -211,3 +211,58 @@ def test_relative_data_path_is_read_from_the_yaml_folder(tmp_path, alpaca_file, 
     (folder / "hub.yaml").write_text(yaml.safe_dump({
         "data": {"path": "knkarthick/dialogsum"}, "small": {"name": "s"}, "target": {"name": "t"}}))
     assert load_config("../project/configs/hub.yaml").data.path == "knkarthick/dialogsum"
+
+
+def test_an_unknown_hub_target_fails_before_any_work_in_one_line(tmp_path, alpaca_file,
+                                                                  tiny_model_dir):
+    import time
+
+    cfg_path = tiny_config(tmp_path, alpaca_file, tiny_model_dir, "no-such-org/no-such-model")
+    started = time.perf_counter()
+    res = CliRunner().invoke(app, ["select", "-c", str(cfg_path), "-q"])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and res.output.startswith(
+        "error: target.name no-such-org/no-such-model: ")
+    assert time.perf_counter() - started < 30  # one request, no retries, no fine-tuning
+    assert not (tmp_path / "run" / "small_adapter").exists()
+
+
+def test_a_target_without_chat_template_fails_before_any_work_naming_it(tmp_path, alpaca_file,
+                                                                       tiny_model_dir):
+    import shutil
+
+    target = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, target)
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (target / "tokenizer_config.json").write_text(json.dumps(config))
+    (target / "chat_template.jinja").unlink(missing_ok=True)
+    cfg_path = tiny_config(tmp_path, alpaca_file, tiny_model_dir, str(target),
+                           data__chat_template=True)
+    res = CliRunner().invoke(app, ["select", "-c", str(cfg_path), "-q"])
+    assert res.exit_code == 2, res.output
+    assert res.output == (f"error: data.chat_template is true but the tokenizer of {target} "
+                          "has no chat template\n")
+    assert not (tmp_path / "run" / "small_adapter").exists()
+
+
+def test_quiet_silences_the_gguf_conversion_bar_and_peft_warns_no_deprecation(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from staff.cli import _setup_logging; _setup_logging(True)\n"
+            "from transformers.modeling_gguf_pytorch_utils import tqdm\n"
+            "list(tqdm(range(3), desc='Converting and de-quantizing GGUF tensors...'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "Converting" not in out.stderr, out.stderr
+
+
+def test_wrapping_a_model_with_lora_warns_nothing(tiny_model_dir, recwarn):
+    import torch
+
+    from staff.config import LoraConfig, ModelConfig
+    from staff.models.loading import attach_lora, load_model
+
+    attach_lora(load_model(ModelConfig(name=tiny_model_dir), torch.device("cpu")), LoraConfig(), 0)
+    assert not [w for w in recwarn if "checkpointing" in str(w.message)]

@@ -49,6 +49,8 @@ def _setup_logging(quiet: bool) -> None:
         # too, so that an error is the only line on stderr. The variable is read when
         # huggingface_hub is imported; an already imported transformers is told directly.
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        # transformers' GGUF conversion uses tqdm directly; tqdm reads TQDM_* when imported.
+        os.environ["TQDM_DISABLE"] = "1"
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -243,15 +243,25 @@ class Pipeline:
         return self.run_all(force=(stage,))
 
     def _check_models(self, stages) -> None:
-        """Fail before any work if a model that the stages to run need cannot be found (a
-        missing target would otherwise show only after fine-tuning and scoring)."""
-        from .models.loading import resolve_source
+        """Fail before any work if a model that the stages to run need cannot be found, or its
+        tokenizer cannot load or lacks the chat template the data asks for (a bad target would
+        otherwise show only after fine-tuning and scoring the small model)."""
+        from .data.formatting import check_chat_template
+        from .models.loading import check_hub_model
 
         untuned = self.cfg.selection.speculative == "untuned-target"
+        roles = []
         if {"train-small", "score"} & set(stages) and not untuned:
-            resolve_source(self.cfg.small.name)
-        if {"verify", "train-target", "score-target"} & set(stages) or untuned:
-            resolve_source(self.cfg.target.name)
+            roles.append("small")
+        if {"verify", "train-target", "score-target"} & set(stages) or (
+                untuned and {"score", "verify"} & set(stages)):
+            roles.append("target")
+        for role in roles:
+            model = getattr(self.cfg, role)
+            check_hub_model(model.name, model.revision, role)
+            tokenizer = self.tokenizer(role)  # loaded now, reused by the stages
+            if self.cfg.data.chat_template:
+                check_chat_template(tokenizer)
 
     def _prepare_scratch(self, stage: str, fp: str) -> None:
         """Resume a stage's work only if it was made with the same inputs: a killed run with

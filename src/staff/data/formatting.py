@@ -235,7 +235,8 @@ def _added_suffix(tokenizer) -> int:
 
 def check_chat_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        name = (getattr(tokenizer, "staff_model_name", None) or getattr(tokenizer, "name_or_path", "")
+                or type(tokenizer).__name__)
         raise DataError(f"data.chat_template is true but the tokenizer of {name} has no chat "
                         "template")
 
