@@ -266,3 +266,27 @@ def test_wrapping_a_model_with_lora_warns_nothing(tiny_model_dir, recwarn):
 
     attach_lora(load_model(ModelConfig(name=tiny_model_dir), torch.device("cpu")), LoraConfig(), 0)
     assert not [w for w in recwarn if "checkpointing" in str(w.message)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_ids_txt_lines_up_with_coreset_rows_which_carry_their_ids(tmp_path, alpaca_file,
+                                                                  suffix):
+    rows = [json.loads(line) for line in alpaca_file.read_text().splitlines()]
+    for row in rows[::2]:
+        del row["id"]  # every other row without an id: it gets its 1-based row number
+    data = tmp_path / f"mixed{suffix}"
+    if suffix == ".csv":
+        pd.DataFrame(rows).fillna("").to_csv(data, index=False)
+    else:
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg_path = tiny_config(tmp_path, data, "unused", "unused", selection__method="random")
+    result = Pipeline(load_config(cfg_path), show_progress=False).run_all()
+    folder = result.run_dir / "selections" / "random" / "p0.50"
+    ids = (folder / "ids.txt").read_text().splitlines()
+    coreset = [json.loads(line) for line in (folder / "coreset.jsonl").read_text().splitlines()]
+    assert ids == [str(r["id"]) for r in coreset] == result.ids[0.5]
+    expected = {str(i + 1) if "id" not in r else r["id"]: r for i, r in enumerate(rows)}
+    for sid, row in zip(ids, coreset):
+        assert {k: str(v) for k, v in row.items() if k != "id"} == \
+            {k: str(v) for k, v in expected[sid].items() if k != "id"}
+    assert any(i.isdigit() for i in ids) and any(i.startswith("s") for i in ids)

@@ -402,11 +402,11 @@ class Pipeline:
     def _source_lines(self, n: int):
         """Where the coreset rows come from: the source file's own lines when it is JSON Lines
         (no parsing: fast at millions of rows, rows unchanged), else the parsed rows."""
-        from .data.source_lines import ParsedRows, SourceLines
+        from .data.source_lines import ParsedRows, SourceLines, with_id
 
         c = self.cfg.data
         lines = None if c.path == "demo" else SourceLines.open(c.path, n, c.max_samples)
-        return lines or ParsedRows([e.row for e in self.examples])
+        return lines or ParsedRows([with_id(e.row, c.id_field, e.id) for e in self.examples])
 
     def _stage_pick(self) -> dict:
         from .data.source_lines import text_lines
@@ -429,15 +429,18 @@ class Pipeline:
         summary = _earlier_rates(root, basis)
         for p in s.pruning_rates:
             m = coreset_size(data.n, p)
-            chosen = selector.select(data, m, self.cfg.seed)
+            # File order in both files: line k of ids.txt is the id of line k of coreset.jsonl.
+            chosen = np.sort(selector.select(data, m, self.cfg.seed))
             folder = root / rate_dir(p)
-            write_atomic(folder / "ids.txt", "".join(text_lines(np.asarray(data.ids)[chosen])))
+            ids = np.asarray(data.ids)[chosen]
+            write_atomic(folder / "ids.txt", "".join(text_lines(ids)))
             table = getattr(selector, "table_", None)
             if table is not None:
                 write_table(folder / "regions.csv", pd.DataFrame([asdict(r) for r in table]))
             else:
                 (folder / "regions.csv").unlink(missing_ok=True)
-            write_atomic(folder / "coreset.jsonl", lines.subset(np.sort(chosen)))
+            write_atomic(folder / "coreset.jsonl",
+                         lines.subset(chosen, ids, self.cfg.data.id_field))
             summary[rate_dir(p)] = {"pruning_rate": p, "n": data.n, "m": m, "method": s.method,
                                     "basis": basis, "current": True}
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)

@@ -95,7 +95,7 @@ def _read_json(path: Path) -> list[dict]:
             items = json.loads(text)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-        for i, item in enumerate(items):
+        for i, item in enumerate(items, start=1):  # rows count from 1, as everywhere
             if not isinstance(item, dict):
                 raise DataError(f"{path}: item {i} of the list is a {_json_type(item)}, "
                                 "expected an object")
