@@ -41,10 +41,12 @@ log = logging.getLogger(__name__)
 class Pipeline:
     """Runs the stages of one config in its run folder."""
 
-    def __init__(self, cfg: RunConfig, show_progress: bool = True):
+    def __init__(self, cfg: RunConfig, show_progress: bool = True,
+                 rows: list[dict] | None = None):
         self.cfg = cfg
         self.run = RunFolder(cfg.output_dir)
         self.show_progress = show_progress
+        self._rows = rows  # in-memory data (Python API), read instead of cfg.data.path
         self._examples = None
         self._data_fp: str | None = None
         self._tokenizers: dict[str, object] = {}
@@ -86,7 +88,9 @@ class Pipeline:
         if self._examples is None:
             from .data import load_rows, to_examples
 
-            rows = load_rows(self.cfg.data)
+            rows = load_rows(self.cfg.data) if self._rows is None else self._rows
+            if self._rows is not None and self.cfg.data.max_samples is not None:
+                rows = rows[:self.cfg.data.max_samples]
             self._examples = to_examples(rows, self.cfg.data, source=self.cfg.data.path)
             log.info("%d samples from %s", len(self._examples), self.cfg.data.path)
         return self._examples
@@ -487,6 +491,37 @@ def _missing_target(indices) -> np.ndarray:  # pragma: no cover - a corrupted ru
     raise RuntimeError("verification.csv lacks samples the selection needs; redo `staff verify`.")
 
 
-def select(cfg: RunConfig, show_progress: bool = True) -> SelectionResult:
-    """Python API: run every stage of ``cfg`` (skipping the finished ones)."""
-    return Pipeline(cfg, show_progress=show_progress).run_all()
+IN_MEMORY = "<in-memory>"  # data.path of a run on data handed over in Python (no file)
+
+
+def select(cfg, show_progress: bool = True, data=None) -> SelectionResult:
+    """Python API: run every stage of ``cfg`` (skipping the finished ones).
+
+    ``cfg``: a RunConfig, a YAML path or a config mapping. ``data``: a ``datasets.Dataset``
+    (or a list of row dicts) to select from instead of ``data.path``, which may then be left
+    out; the run records ``data.path: <in-memory>`` and re-running with the same rows reuses
+    the finished stages (the rows themselves are fingerprinted). The coreset comes back as a
+    Dataset: ``result.coreset(0.9)``."""
+    from pathlib import Path
+
+    from .config import config_from_dict, load_config
+
+    override = {"data.path": IN_MEMORY} if data is not None else None
+    if isinstance(cfg, (str, Path)):
+        cfg = load_config(cfg, override)
+    elif isinstance(cfg, dict):
+        from .config import apply_overrides
+
+        cfg = config_from_dict(apply_overrides(_deepcopy(cfg), override))
+    elif data is not None:
+        cfg = replace(cfg, data=replace(cfg.data, path=IN_MEMORY))
+    rows = None
+    if data is not None:
+        rows = data.to_list() if hasattr(data, "to_list") else [dict(r) for r in data]
+    return Pipeline(cfg, show_progress=show_progress, rows=rows).run_all()
+
+
+def _deepcopy(tree: dict) -> dict:
+    import copy
+
+    return copy.deepcopy(tree)

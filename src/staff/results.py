@@ -47,6 +47,18 @@ class SelectionResult:
     cached: list[str] = field(default_factory=list)  # stages this call skipped as done before
     report: Path | None = None                                   # its report.html
 
+    def coreset(self, pruning_rate: float):
+        """The coreset at ``pruning_rate`` as a ``datasets.Dataset``: the rows of its
+        coreset.jsonl, each with its id, loaded as `datasets.load_dataset("json", ...)` loads
+        it for a trainer (e.g. TRL's SFTTrainer)."""
+        import datasets
+
+        if pruning_rate not in self.ids:
+            raise ValueError(f"pruning rate {pruning_rate} is not in this result; it has "
+                             f"{', '.join(f'{p:g}' for p in self.ids)}.")
+        path = selections_dir(self.run_dir, self.method) / rate_dir(pruning_rate) / "coreset.jsonl"
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+
     @property
     def selection_overhead(self) -> float:
         """Seconds spent selecting (the paper's Table 2 measure): this method's stages."""
