@@ -212,6 +212,31 @@ def report(run_folder: str = typer.Argument(..., help="A finished run folder (it
 
 
 @app.command()
+def export(run_folder: str = typer.Argument(..., help="A finished run folder."),
+           pruning_rate: float = typer.Option(..., "--pruning-rate", "-p", help="The coreset's "
+                                              "pruning rate, e.g. 0.5."),
+           llama_factory: str = typer.Option(..., "--llama-factory", help="LLaMA-Factory's "
+                                             "dataset folder (dataset_dir, default ./data): the "
+                                             "coreset goes in as NAME.jsonl and is registered "
+                                             "in its dataset_info.json."),
+           method: Optional[str] = MethodOpt,
+           name: Optional[str] = typer.Option(None, "--name", help="Dataset name in "
+                                              "dataset_info.json (default: "
+                                              "RUNFOLDER_METHOD_pRATE)."),
+           debug: bool = DebugOpt):
+    """Hand a coreset to LLaMA-Factory: write it into its dataset folder and add an entry to
+    dataset_info.json (other entries kept); then train with `dataset: NAME`."""
+
+    def action():
+        from .export import export_llama_factory
+
+        entry, path = export_llama_factory(run_folder, pruning_rate, llama_factory, method, name)
+        typer.echo(f"{path}\n  dataset_info.json entry: {entry} (LLaMA-Factory: dataset: {entry})")
+
+    _run(action, debug)
+
+
+@app.command()
 def draft(config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
           data: Optional[str] = DataOpt, target: Optional[str] = TargetOpt,
           out: Optional[str] = typer.Option(None, "--out", "-o", help="Shortcut for --set "
