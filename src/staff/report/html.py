@@ -556,6 +556,7 @@ def build_report(run_dir: str | Path, *, method: str | None = None,
                 _timings_section(run)]
     if benchmark:
         body.append(benchmark_section(benchmark))
+    body = _numbered(body)
     title = "STAFF" if run.method == "staff" else run.method
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)} report: {_e(run.path.name)}</title><style>{CSS}</style></head>"
@@ -564,6 +565,14 @@ def build_report(run_dir: str | Path, *, method: str | None = None,
     write_atomic(out, page)
     log.info("report written: %s", out)
     return out
+
+
+def _numbered(parts: list[str]) -> list[str]:
+    """Sections numbered in the order shown (a baseline's report leaves some out)."""
+    import re
+
+    count = iter(range(1, 100))
+    return [re.sub(r"<h2>(?:\d+\. )?", lambda _: f"<h2>{next(count)}. ", part) for part in parts]
 
 
 def build_reports(run_dir: str | Path) -> list[Path]:
