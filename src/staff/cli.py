@@ -28,7 +28,7 @@ OutOpt = typer.Option(None, "--out", "-o", help="Shortcut for --set output_dir=.
 RatesOpt = typer.Option(None, "--pruning-rates", "-p", help="Comma-separated rates, e.g. "
                         "0.5,0.7,0.9 (shortcut for selection.pruning_rates).")
 SeedOpt = typer.Option(None, "--seed", help="Shortcut for --set seed=...")
-MethodOpt = typer.Option(None, "--method", "-m", help="staff (default), random, grand, el2n, "
+MethodOpt = typer.Option(None, "--method", "-m", help="staff (default), random, length, grand, el2n, "
                          "ccs or d2 (shortcut for selection.method).")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info lines.")
@@ -371,22 +371,38 @@ def bench(config: str = typer.Argument(..., help="Bench YAML, e.g. "
           rates: Optional[str] = typer.Option(None, "--rates", help="Comma-separated pruning "
                                               "rates, e.g. 0.5,0.9."),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds."),
+          protocol: Optional[str] = typer.Option(None, "--protocol", help="epochs (the "
+                                                 "recipe's epochs on the coreset) or steps "
+                                                 "(the full-data cell's step count)."),
+          parts: Optional[str] = typer.Option(None, "--parts", help="Comma-separated parts of "
+                                              "the config to run (1-based), e.g. 1,2; "
+                                              "processes running other parts may share the "
+                                              "bench folder (one per GPU)."),
           quiet: bool = QuietOpt, debug: bool = DebugOpt):
     """Benchmark grid: methods x pruning rates x seeds (select, fine-tune the target on each
-    coreset, evaluate), plus the full-data and untuned-target rows; writes results.json and
-    tables.md (paper's Tables 1 and 2) in the config's output_dir. Every artifact is cached:
-    run it again to resume; --methods/--rates/--seeds run part of the grid."""
+    coreset, evaluate: held-out loss, and ROUGE-L / BLEU-4 where decoded), plus the full-data
+    and untuned-target rows; writes results.json, cells.csv and tables.md (paper's Tables 1
+    and 2, and paired differences with bootstrap intervals) in the config's output_dir. Every
+    artifact is cached: run it again to resume; --methods/--rates/--seeds/--protocol run one
+    part of the grid instead of the config's parts."""
     _setup_logging(quiet)
 
     def action():
         from .bench import Grid, load_bench_config
+        from .config import ConfigError
 
         def split(text):
             return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
         cfg = load_bench_config(config, set_)
         grid = Grid(cfg, show_progress=not quiet)
-        grid.run(split(methods), split(rates), split(seeds))
+        part_numbers = None
+        if parts:
+            try:
+                part_numbers = [int(p) for p in split(parts)]
+            except ValueError:
+                raise ConfigError(f"--parts {parts!r}: give part numbers, e.g. 1,2.") from None
+        grid.run(split(methods), split(rates), split(seeds), protocol, part_numbers)
         path = grid.out / "tables.md"
         typer.echo(path.read_text(encoding="utf-8"))
         typer.echo(f"tables: {path}\nresults: {grid.results_path}")

@@ -137,10 +137,11 @@ class ScoringConfig:
 
 @dataclass
 class SelectionConfig:
-    method: Literal["staff", "random", "grand", "el2n", "ccs", "d2"] = _f(
+    method: Literal["staff", "random", "grand", "el2n", "ccs", "d2", "length"] = _f(
         "staff", "Selection method. Baselines grand/el2n/ccs/d2 fine-tune the TARGET on the full "
                  "data and score all N samples on it (the overhead STAFF avoids); random "
-                 "needs no model.")
+                 "needs no model; length keeps the samples with the most response tokens "
+                 "(the target's tokenizer; no model).")
     pruning_rates: list = _f([0.5], "Pruning rates p in (0, 1); coreset size m = floor(N(1-p)).")
     score: Literal["effort", "el2n", "loss"] = _f(
         "effort", "STAFF's speculative and verification score (paper: effort; Table 13: others).")
@@ -256,6 +257,9 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     draft: DraftConfig = field(default_factory=DraftConfig)
     seed: int = _f(0, "Seed of every random choice (fine-tuning order, LoRA init, draws).")
+    stage1_seed: int | None = _f(None, "Seed of stage 1 only (train-small / train-target and "
+                                       "the scoring on them); null: seed. A benchmark sets it "
+                                       "to hold stage 1 fixed while seeds vary the draws.")
     output_dir: str = _f("runs/staff", "Run folder; re-running the same config resumes it.")
     device: str = _f("auto", "'auto' (cuda, then mps, then cpu), or a torch device string.")
 
@@ -263,6 +267,11 @@ class RunConfig:
         if not self.data.path:
             raise ConfigError("data.path is empty: give a file, a dataset folder, a hub "
                               "dataset name, or 'demo'.")
+        if self.stage1_seed is not None and (isinstance(self.stage1_seed, bool)
+                                             or not isinstance(self.stage1_seed, int)
+                                             or self.stage1_seed < 0):
+            raise ConfigError(f"stage1_seed == {self.stage1_seed!r}, must be an integer >= 0 "
+                              "(or null).")
         for role in ("small", "target"):
             if not getattr(self, role).name:
                 raise ConfigError(f"{role}.name is empty: give a hub id, a folder or a .gguf.")

@@ -148,11 +148,12 @@ class Pipeline:
         self._resolve_sizes()
         c, s = self.cfg, self.cfg.selection
         data = self.data_fingerprint
-        tune_options = (asdict(c.lora), _options(c.finetune, *FINETUNE_NO_EFFECT), c.seed)
+        tune_options = (asdict(c.lora), _options(c.finetune, *FINETUNE_NO_EFFECT), self.stage1_seed)
         scoring = _options(c.scoring, "shard_size")
         tune = fingerprint(data, asdict(c.small), *tune_options)
         if s.speculative == "untuned-target":
-            score = fingerprint(data, "untuned", asdict(c.target), asdict(c.lora), scoring, c.seed)
+            score = fingerprint(data, "untuned", asdict(c.target), asdict(c.lora), scoring,
+                                self.stage1_seed)
         else:
             score = fingerprint(tune, scoring)
         verify = fingerprint(score, asdict(c.target), asdict(c.lora), c.scoring.scope, s.regions,
@@ -160,7 +161,9 @@ class Pipeline:
                              s.verify, c.seed)
         tune_target = fingerprint(data, asdict(c.target), *tune_options)
         score_target = fingerprint(tune_target, scoring)
-        before_pick = {"staff": verify, "random": data}.get(s.method, score_target)
+        lengths = fingerprint(data, asdict(c.target))  # the target's tokenizer counts them
+        before_pick = {"staff": verify, "random": data, "length": lengths}.get(s.method,
+                                                                               score_target)
         return {"train-small": tune, "score": score, "verify": verify,
                 "train-target": tune_target, "score-target": score_target,
                 "pick": fingerprint(before_pick, asdict(s), c.seed),
@@ -172,6 +175,11 @@ class Pipeline:
         this run (``staff pick -p`` with new rates keeps them); others are stale."""
         options = {k: v for k, v in asdict(self.cfg.selection).items() if k != "pruning_rates"}
         return fingerprint(before_pick, options, self.cfg.seed)
+
+    @property
+    def stage1_seed(self) -> int:
+        """The seed of stage 1 (fine-tuning and scoring on the full data)."""
+        return self.cfg.seed if self.cfg.stage1_seed is None else self.cfg.stage1_seed
 
     # ---------------------------------------------------------------- the run
     def run_all(self, force: tuple[str, ...] = ()) -> SelectionResult:
@@ -258,7 +266,8 @@ class Pipeline:
         if {"train-small", "score"} & set(stages) and not untuned:
             roles.append("small")
         if {"verify", "train-target", "score-target"} & set(stages) or (
-                untuned and {"score", "verify"} & set(stages)):
+                untuned and {"score", "verify"} & set(stages)) or (
+                self.cfg.selection.method == "length" and stages):  # its tokenizer counts
             roles.append("target")
         for role in roles:
             model = getattr(self.cfg, role)
@@ -288,10 +297,10 @@ class Pipeline:
 
         c, model_cfg = self.cfg, getattr(self.cfg, role)
         data = self.tokenized(role)
-        model = attach_lora(load_model(model_cfg, self.device), c.lora, c.seed)
+        model = attach_lora(load_model(model_cfg, self.device), c.lora, self.stage1_seed)
         with named_errors(f"fine-tuning the {role} model {model_cfg.name}"):
             history = finetune_lora(model, data, self.tokenizer(role).pad_token_id, c.finetune,
-                                    c.seed, self.run / SCRATCH[f"train-{role}"],
+                                    self.stage1_seed, self.run / SCRATCH[f"train-{role}"],
                                     accelerator=self.accelerator,
                                     checkpoint_every=c.finetune.checkpoint_every,
                                     show_progress=self.show_progress and self.is_main)
@@ -317,7 +326,7 @@ class Pipeline:
         if model is None:
             base = load_model(model_cfg, self.device)
             model = (load_adapter(base, self.run / f"{role}_adapter") if tuned
-                     else attach_lora(base, c.lora, c.seed, dropout=0.0))
+                     else attach_lora(base, c.lora, self.stage1_seed, dropout=0.0))
         what = f"the {'fine-tuned' if tuned else 'untuned'} {role} model {model_cfg.name}"
         with named_errors(f"scoring on {what}"):
             table = score_samples(model, data, self.tokenizer(role).pad_token_id,
@@ -357,6 +366,10 @@ class Pipeline:
         method = self.cfg.selection.method
         if method == "random":
             return SelectionInput(ids=np.array([e.id for e in self.examples]))
+        if method == "length":  # response tokens as the target tokenizes them; no model
+            counts = [int(np.sum(t.labels != -100)) for t in self.tokenized("target")]
+            return SelectionInput(ids=np.array([e.id for e in self.examples]),
+                                  scores={"n_response_tokens": np.array(counts, dtype=float)})
         name = "scores.csv" if method == "staff" else "target_scores.csv"
         scores = read_table(self.run / name)
         embeddings = None

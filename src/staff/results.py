@@ -23,7 +23,7 @@ SCRATCH = {"train-small": "finetune", "score": "score_shards",
 
 def stages_for(selection) -> tuple[str, ...]:
     """The stages a selection method runs, in order."""
-    if selection.method == "random":
+    if selection.method in ("random", "length"):
         return ("pick",)
     if selection.method != "staff":
         return TARGET_STAGES
@@ -105,8 +105,8 @@ def load_result(run_dir: str | Path, method: str | None = None,
     if rates is not None:
         wanted = {rate_dir(p) for p in rates}
         summary = {k: v for k, v in summary.items() if k in wanted}
-    # Random has no scores: STAFF's scores.csv in the same folder are not its own.
-    scores_file = (None if method == "random"
+    # Random and length have no scores: STAFF's scores.csv in the same folder are not theirs.
+    scores_file = (None if method in ("random", "length")
                    else run / ("scores.csv" if method == "staff" else "target_scores.csv"))
     scores = (read_table(scores_file) if scores_file and scores_file.is_file()
               else pd.DataFrame(columns=["id"]))

@@ -22,9 +22,43 @@ from ..evaluation.config import (PAPER_FINETUNE, EvalConfig, TrainEvalConfig, ap
                                  merge_defaults, read_yaml)
 
 METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(SelectionConfig)["method"])
-# The paper's row order (Table 1): baselines, then STAFF.
-ROW_ORDER = ("random", "grand", "el2n", "ccs", "d2", "staff")
+# The paper's row order (Table 1): baselines, then STAFF (its variants after it).
+ROW_ORDER = ("random", "length", "grand", "el2n", "ccs", "d2", "staff")
 TARGET_SCORED = ("grand", "el2n", "ccs", "d2")  # baselines that fine-tune and score the target
+PROTOCOLS = ("epochs", "steps")
+
+
+def base_method(method: str) -> str:
+    """'staff' for 'staff:draft': a variant runs its base method with other options."""
+    return method.split(":", 1)[0]
+
+
+def row_order(methods) -> list[str]:
+    """Methods in the paper's order, each variant right after its base method."""
+    def key(m):
+        base = base_method(m)
+        return (ROW_ORDER.index(base) if base in ROW_ORDER else len(ROW_ORDER), m != base, m)
+
+    return sorted(methods, key=key)
+
+
+@dataclass
+class Part:
+    """A piece of the grid: these methods x rates x seeds, trained under one protocol."""
+
+    methods: list
+    rates: list
+    seeds: list
+    protocol: str = "epochs"
+    decode: bool | None = None   # None: decode the rates in decode_rates
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (_deep_merge(out[key], value)
+                    if isinstance(value, dict) and isinstance(out.get(key), dict) else value)
+    return out
 
 
 @dataclass
@@ -39,6 +73,28 @@ class BenchConfig:
     pruning_rates: list = _f([0.2, 0.5, 0.7, 0.8, 0.9], "Pruning rates p in (0, 1) (paper: "
                                                          "20% to 90%).")
     seeds: list = _f([0], "Seeds: each seeds selection and the fine-tuning on its coreset.")
+    protocol: str = _f("epochs", "How a cell is fine-tuned: 'epochs' (the paper's: finetune."
+                                 "epochs over the coreset) or 'steps' (as many optimiser steps "
+                                 "as the full-data cell, cycling over the coreset: separates "
+                                 "'which samples' from 'how many steps').")
+    parts: list = _f([], "The grid as a list of parts, each {methods, rates, seeds, protocol, "
+                         "decode}; a key left out takes the top-level value. Empty: one part "
+                         "of the top-level methods x pruning_rates x seeds.")
+    decode_rates: list | None = _f(None, "Pruning rates whose cells are also decoded (ROUGE-L, "
+                                         "BLEU-4); every cell gets the held-out loss. null: "
+                                         "all rates. Full-data and untuned cells are always "
+                                         "decoded.")
+    variants: dict = _f({}, "Named variants of a method: {name: overrides of select}, run as "
+                            "method 'BASE:name', e.g. variants: {draft: {small: {name: "
+                            "runs/draft/x}}} and methods: [staff:draft].")
+    stage1_seed: int | None = _f(None, "Hold stage 1 fixed: every seed's selection fine-tunes "
+                                       "and scores the full data with this seed (then seeds "
+                                       "vary only the draws and the fine-tuning on the "
+                                       "coreset); tables say so. null: each seed its own.")
+    dataset: str = _f("", "Dataset name in cells.csv (default: the data file's folder name).")
+    full_seeds: list | None = _f(None, "Seeds of the full-data reference cell; null: every "
+                                       "seed a part runs (a few are enough for a reference "
+                                       "line, and each costs a full fine-tuning).")
     title: str = _f("", "A line naming the setting, printed above the tables.")
     output_dir: str = _f("runs/bench", "Folder of every artifact; re-running resumes it.")
     reference_cells: str = _f("", "output_dir of another bench with the same data, target and "
@@ -50,10 +106,59 @@ class BenchConfig:
         if not isinstance(self.select, RunConfig):
             raise ConfigError("select is missing: give the selection run config (data, small, "
                               "target, ...) under 'select:'.")
-        self.methods = check_methods(self.methods)
+        if not isinstance(self.variants, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, dict) for k, v in self.variants.items()):
+            raise ConfigError("variants must map a name to a dict of select overrides, e.g. "
+                              "{draft: {small: {name: runs/draft/x}}}.")
+        self.methods = check_methods(self.methods, self.variants)
         self.pruning_rates = check_rates(self.pruning_rates)
         self.seeds = check_seeds(self.seeds)
+        self.protocol = check_protocol(self.protocol)
+        if self.decode_rates is not None:
+            self.decode_rates = check_rates(self.decode_rates, "decode_rates")
+        if self.stage1_seed is not None:
+            self.stage1_seed = check_seeds([self.stage1_seed])[0]
+        if self.full_seeds is not None:
+            self.full_seeds = check_seeds(self.full_seeds)
+        self.parts = [self._part(i, p) for i, p in enumerate(self.parts or [])]
+        for method in {m for part in self.grid_parts() for m in part.methods}:
+            self.selection_config(method, 0, self.pruning_rates)  # variants must build
         self.train_eval()  # cross-section checks (eval.max_new_tokens < data.cutoff_len)
+
+    def _part(self, i: int, part) -> Part:
+        if isinstance(part, Part):
+            return part
+        if not isinstance(part, dict):
+            raise ConfigError(f"parts[{i}] == {part!r}, must be a mapping of methods, rates, "
+                              "seeds, protocol, decode.")
+        unknown = set(part) - {"methods", "rates", "seeds", "protocol", "decode"}
+        if unknown:
+            raise ConfigError(f"parts[{i}] has unknown key(s) {sorted(unknown)}; known: "
+                              "methods, rates, seeds, protocol, decode.")
+        decode = part.get("decode")
+        if decode is not None and not isinstance(decode, bool):
+            raise ConfigError(f"parts[{i}].decode == {decode!r}, must be true, false or null.")
+        return Part(methods=check_methods(part.get("methods", self.methods), self.variants),
+                    rates=check_rates(part.get("rates", self.pruning_rates)),
+                    seeds=check_seeds(part.get("seeds", self.seeds)),
+                    protocol=check_protocol(part.get("protocol", self.protocol)), decode=decode)
+
+    def grid_parts(self) -> list[Part]:
+        """The parts to run, in order (the most informative cells first, as the file lists)."""
+        return self.parts or [Part(self.methods, self.pruning_rates, self.seeds, self.protocol)]
+
+    def all_rates(self) -> list[float]:
+        return sorted({*self.pruning_rates, *(p for part in self.grid_parts()
+                                              for p in part.rates)})
+
+    def decoded(self, rate: float, part: Part | None = None) -> bool:
+        if part is not None and part.decode is not None:
+            return part.decode
+        return self.decode_rates is None or any(abs(rate - p) < 1e-9
+                                                for p in self.decode_rates)
+
+    def dataset_name(self) -> str:
+        return self.dataset or Path(self.select.data.path).parent.name or self.select.data.path
 
     def train_eval(self) -> TrainEvalConfig:
         """The fine-tune/evaluate config of the grid's cells: the target on select's data."""
@@ -69,46 +174,74 @@ class BenchConfig:
         from ..config import config_from_dict
 
         tree = self.select.to_dict()
-        tree["selection"]["method"] = method
+        base, _, variant = method.partition(":")
+        if variant:
+            over = self.variants[variant]
+            for key in ("seed", "output_dir", "stage1_seed"):
+                if key in over:
+                    raise ConfigError(f"variants.{variant}.{key} is set by the grid.")
+            if {"method", "pruning_rates"} & set(over.get("selection") or {}):
+                raise ConfigError(f"variants.{variant}: selection.method and pruning_rates "
+                                  "are set by the grid.")
+            tree = _deep_merge(tree, over)
+        tree["selection"]["method"] = base
         tree["selection"]["pruning_rates"] = sorted(rates)
         tree["seed"] = seed
-        folder = "baselines" if method in TARGET_SCORED else method
+        tree["stage1_seed"] = self.stage1_seed
+        folder = "baselines" if method in TARGET_SCORED else method.replace(":", "-")
         tree["output_dir"] = str(Path(self.output_dir) / "select" / folder / f"s{seed}")
-        return config_from_dict(tree)
+        try:
+            return config_from_dict(tree)
+        except ConfigError as err:
+            if not variant:
+                raise
+            raise ConfigError(f"variants.{variant}: {err}") from None
 
     def to_dict(self) -> dict:
         tree = dataclasses.asdict(self)
         tree["select"] = self.select.to_dict()
+        tree["parts"] = [dataclasses.asdict(p) for p in self.parts]
         return tree
 
 
-def check_methods(methods) -> list[str]:
+def check_protocol(protocol) -> str:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol == {protocol!r}, must be one of {', '.join(PROTOCOLS)}.")
+    return protocol
+
+
+def check_methods(methods, variants: dict | None = None) -> list[str]:
     methods = [methods] if isinstance(methods, str) else list(methods or [])
     if not methods:
         raise ConfigError("methods is empty, give at least one of: " + ", ".join(METHODS) + ".")
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"methods contains {m!r}, must be one of {', '.join(METHODS)}.")
+        base, colon, variant = str(m).partition(":")
+        if base not in METHODS:
+            raise ConfigError(f"methods contains {m!r}, must be one of {', '.join(METHODS)} "
+                              "(or METHOD:VARIANT with a name from variants).")
+        if colon and variant not in (variants or {}):
+            raise ConfigError(f"methods contains {m!r}, but variants has no {variant!r} "
+                              f"(it has: {', '.join(variants or {}) or 'none'}).")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"methods == {methods}, has duplicates.")
     return methods
 
 
-def check_rates(rates) -> list[float]:
+def check_rates(rates, name: str = "pruning_rates") -> list[float]:
     rates = [rates] if isinstance(rates, (int, float, str)) else list(rates or [])
     out = []
     for p in rates:
         try:
             p = float(p)
         except (TypeError, ValueError):
-            raise ConfigError(f"pruning_rates contains {p!r}, must be numbers in (0, 1).") from None
+            raise ConfigError(f"{name} contains {p!r}, must be numbers in (0, 1).") from None
         if not 0.0 < p < 1.0:
-            raise ConfigError(f"pruning_rates contains {p}, must be in (0, 1).")
+            raise ConfigError(f"{name} contains {p}, must be in (0, 1).")
         out.append(p)
     if not out:
-        raise ConfigError("pruning_rates is empty, give at least one rate.")
+        raise ConfigError(f"{name} is empty, give at least one rate.")
     if len({round(p, 6) for p in out}) != len(out):
-        raise ConfigError(f"pruning_rates == {out}, has duplicates.")
+        raise ConfigError(f"{name} == {out}, has duplicates.")
     return out
 
 

@@ -30,9 +30,11 @@ from pathlib import Path
 
 import yaml
 
-from ..config import FINETUNE_NO_EFFECT
+from ..config import FINETUNE_NO_EFFECT, ConfigError
 from ..runfolder import RunFolder, fingerprint, write_atomic, write_json
-from .config import ROW_ORDER, BenchConfig, check_methods, check_rates, check_seeds
+from .cells_csv import write_cells_csv
+from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
+                     check_seeds, row_order)
 from .shared_stages import adopt_shared_stages
 from .tables import cell_key, render
 
@@ -44,12 +46,16 @@ def bench_fingerprint(cfg: BenchConfig) -> str:
     sel = cfg.select.to_dict()
     for key in ("output_dir", "seed", "report", "device"):
         sel.pop(key, None)
+    if sel.get("stage1_seed") is None:
+        sel.pop("stage1_seed", None)  # results of benches made before the option still apply
     sel["selection"] = {k: v for k, v in sel["selection"].items()
                         if k not in ("method", "pruning_rates")}
     fin = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
            if k not in FINETUNE_NO_EFFECT}
     ev = {k: v for k, v in dataclasses.asdict(cfg.eval).items()
-          if k not in ("batch_size", "threads")}
+          if k not in ("batch_size", "threads", "decode_samples")}
+    if cfg.eval.decode_samples is not None:
+        ev["decode_samples"] = cfg.eval.decode_samples
     return fingerprint(sel, dataclasses.asdict(cfg.lora), fin, ev)
 
 
@@ -73,6 +79,7 @@ class Grid:
         self.train_eval = TrainEval(cfg.train_eval(), show_progress=show_progress)
         self.results_path = self.out / "results.json"
         self.results = self._load_results()
+        self._recorded = {"cells": set(), "per_example": set(), "selection": set()}
 
     def _load_results(self) -> dict:
         fp = bench_fingerprint(self.cfg)
@@ -86,48 +93,92 @@ class Grid:
                         self.results_path)
             results = {}
         results.setdefault("fingerprint", fp)
-        for key in ("cells", "selection"):
+        for key in ("cells", "selection", "per_example"):
             results.setdefault(key, {})
         results.setdefault("runs", [])
         return results
 
     def _save(self) -> None:
-        write_json(self.results_path, self.results)
+        """Write results.json, merged with what other processes of this bench wrote since we
+        read it: several ``staff bench --parts`` processes (one per GPU) may share a bench
+        folder. The read-merge-write runs under a file lock; each process contributes the
+        entries it recorded, so none overwrites another's cells."""
+        from filelock import FileLock
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.results_path) + ".lock"):
+            try:
+                disk = json.loads(self.results_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                disk = {}
+            if disk.get("fingerprint") == self.results["fingerprint"]:
+                for key in ("cells", "per_example", "selection"):
+                    mine = {k: v for k, v in self.results[key].items()
+                            if k in self._recorded[key]}
+                    self.results[key] = {**disk.get(key, {}), **mine}
+                runs = disk.get("runs", [])
+                self.results["runs"] = runs + [r for r in self.results["runs"] if r not in runs]
+            write_json(self.results_path, self.results)
 
     # ---------------------------------------------------------------- the grid
     def run(self, methods: list[str] | None = None, rates: list[float] | None = None,
-            seeds: list[int] | None = None) -> dict:
-        """Run (or take from the cache) the cells of ``methods x rates x seeds`` (default: the
-        config's), the full-data cell of every seed and the untuned target; write results.json
-        and tables.md. Returns the results store."""
+            seeds: list[int] | None = None, protocol: str | None = None,
+            parts: list[int] | None = None) -> dict:
+        """Run (or take from the cache) the config's parts, or, when any argument is given,
+        the one part ``methods x rates x seeds`` under ``protocol`` (each defaulting to the
+        config's top-level value); plus the full-data cell of every seed and the untuned
+        target. ``parts``: run only these parts of the config (1-based). Writes results.json,
+        cells.csv and tables.md as cells finish. Returns the results store."""
         c = self.cfg
-        methods = check_methods(methods) if methods else c.methods
-        rates = check_rates(rates) if rates else c.pruning_rates
-        seeds = check_seeds(seeds) if seeds else c.seeds
+        if parts is not None and any(a is not None for a in (methods, rates, seeds, protocol)):
+            raise ConfigError("give either parts or methods/rates/seeds/protocol, not both.")
+        if any(a is not None for a in (methods, rates, seeds, protocol)):
+            parts = [Part(methods=check_methods(methods, c.variants) if methods else c.methods,
+                          rates=check_rates(rates) if rates else c.pruning_rates,
+                          seeds=check_seeds(seeds) if seeds else c.seeds,
+                          protocol=check_protocol(protocol) if protocol else c.protocol)]
+        elif parts is not None:
+            every = c.grid_parts()
+            bad = [i for i in parts if not (isinstance(i, int) and 1 <= i <= len(every))]
+            if bad or not parts:
+                raise ConfigError(f"parts == {parts}, must be numbers in 1..{len(every)} (the "
+                                  "config's parts, in order).")
+            parts = [every[i - 1] for i in parts]
+        else:
+            parts = c.grid_parts()
         # Selection covers the config's rates too, so that a partial call leaves the selection
         # run folder as the full grid wants it (the pick stage is cheap; the rest is shared).
-        select_rates = sorted({*c.pruning_rates, *rates})
+        select_rates = sorted({*c.all_rates(), *(p for part in parts for p in part.rates)})
         started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         write_atomic(self.out / "bench.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False,
                                                               allow_unicode=True))
         cells = self.out / "cells"
-        log.info("bench %s: methods %s, rates %s, seeds %s", self.out, methods, rates, seeds)
         reference = self._reference_cells() or cells
-        self._record("untuned", None, None, None, self.train_eval.evaluate(
-            reference / "untuned" / "eval"))
-        for seed in seeds:
-            self._cell("full", 0.0, seed, None, reference / "full" / f"s{seed}")
-        for seed in seeds:
-            for method in methods:
-                result = self._select(method, seed, select_rates)
-                for p in rates:
-                    self._cell(method, p, seed, _pick(result.ids, p),
-                               cells / method / f"p{p:.2f}" / f"s{seed}")
+        self._untuned(reference / "untuned" / "eval")
+        # With stage 1 held fixed, its seed goes first: the other seeds copy its stage 1.
+        first = [c.stage1_seed] if c.stage1_seed is not None else []
+        for part in parts:
+            seeds = first + [s for s in part.seeds if s not in first] if set(first) & set(
+                part.seeds) else part.seeds
+            log.info("bench %s: methods %s, rates %s, seeds %s, protocol %s", self.out,
+                     part.methods, part.rates, seeds, part.protocol)
+            for seed in (seeds if c.full_seeds is None else c.full_seeds):
+                self._cell("full", 0.0, seed, None, reference / "full" / f"s{seed}", "epochs",
+                           True)
+            for seed in seeds:
+                for method in part.methods:
+                    result = self._select(method, seed, select_rates)
+                    for p in part.rates:
+                        folder = cells / method.replace(":", "-") / f"p{p:.2f}" / (
+                            f"s{seed}" if part.protocol == "epochs" else f"s{seed}-steps")
+                        self._cell(method, p, seed, _pick(result.ids, p), folder,
+                                   part.protocol, c.decoded(p, part))
+            self.write_tables()  # after each part: the bootstrap tables take seconds
         seconds = time.perf_counter() - started
         self.results["runs"].append({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                     "seconds": round(seconds, 1), "methods": methods,
-                                     "rates": rates, "seeds": seeds})
+                                     "seconds": round(seconds, 1),
+                                     "parts": [dataclasses.asdict(p) for p in parts]})
         self._save()
         self.write_tables()
         log.info("bench done in %.1f s -> %s", seconds, self.out / "tables.md")
@@ -137,8 +188,6 @@ class Grid:
         """The cells folder of ``reference_cells``, after checking that its untuned and
         full-data cells were made with this bench's protocol (else they would be redone there,
         over the other bench's results)."""
-        from ..config import ConfigError
-
         if not self.cfg.reference_cells:
             return None
         other = Path(self.cfg.reference_cells)
@@ -168,12 +217,15 @@ class Grid:
 
         run_cfg = self.cfg.selection_config(method, seed, rates)
         log.info("selection %s (seed %d) in %s", method, seed, run_cfg.output_dir)
-        # With the small model = the target, STAFF's stage 1 is the baselines' fine-tuning.
-        donors = {Path(self.cfg.selection_config(m, seed, rates).output_dir)
-                  for m in ("staff", "grand")} - {Path(run_cfg.output_dir)}
+        # With the small model = the target, STAFF's stage 1 is the baselines' fine-tuning;
+        # with stage 1 held fixed, every seed's stage 1 is the stage-1 seed's.
+        seeds = {seed} | ({self.cfg.stage1_seed} if self.cfg.stage1_seed is not None else set())
+        donors = {Path(self.cfg.selection_config(m, s, rates).output_dir)
+                  for m in {"staff", "grand", method} for s in seeds} - {Path(run_cfg.output_dir)}
         adopt_shared_stages(run_cfg, sorted(donors))
         result = select(run_cfg, show_progress=self.show_progress)
         stages = RunFolder(result.run_dir).state["stages"]
+        self._recorded["selection"].add(f"{method}/s{seed}")
         self.results["selection"][f"{method}/s{seed}"] = {
             "method": method, "seed": seed, "overhead": float(result.selection_overhead),
             "timings": {k: float(v) for k, v in result.timings.items()},
@@ -182,44 +234,79 @@ class Grid:
         self._save()
         return result
 
-    def _cell(self, method: str, rate: float, seed: int, ids: list[str] | None,
-              folder: Path) -> None:
-        tuned = self.train_eval.finetune(folder, ids, seed)
-        metrics = self.train_eval.evaluate(folder / "eval", tuned.adapter_dir, tuned.model)
-        tuned.model = None  # free the tuned model before the next cell
-        self._record(method, rate, seed, tuned.info, metrics)
+    def _untuned(self, folder: Path) -> None:
+        te = self.train_eval
+        self._record("untuned", None, None, "epochs", None, te.held_out_loss(folder),
+                     te.evaluate(folder), folder)
 
-    def _record(self, method, rate, seed, train_info: dict | None, metrics: dict) -> None:
-        entry = {"method": method, "rate": rate, "seed": seed,
-                 "rouge_l": metrics["rouge_l"], "bleu": metrics["bleu"], "n_eval": metrics["n"],
-                 "eval_seconds": metrics.get("seconds")}
+    def _cell(self, method: str, rate: float, seed: int, ids: list[str] | None,
+              folder: Path, protocol: str, decode: bool) -> None:
+        te = self.train_eval
+        # The steps protocol: exactly the full-data cell's optimiser steps, over the coreset.
+        steps = te.planned_steps() if protocol == "steps" and ids is not None else None
+        tuned = te.finetune(folder, ids, seed, steps=steps)
+        loss = te.held_out_loss(folder / "eval", tuned.adapter_dir, tuned.model)
+        metrics = (te.evaluate(folder / "eval", tuned.adapter_dir, tuned.model) if decode
+                   else None)
+        tuned.model = None  # free the tuned model before the next cell
+        self._record(method, rate, seed, protocol, tuned.info, loss, metrics, folder / "eval")
+
+    def _record(self, method, rate, seed, protocol: str, train_info: dict | None, loss: dict,
+                metrics: dict | None, eval_dir: Path) -> None:
+        key = cell_key(method, rate, seed, protocol)
+        old = self.results["cells"].get(key, {})
+        entry = {"method": method, "rate": rate, "seed": seed, "protocol": protocol,
+                 "loss": loss["loss"], "n_loss": loss["n"],
+                 # A cell decoded before keeps its decoded metrics when later run without.
+                 "rouge_l": metrics["rouge_l"] if metrics else old.get("rouge_l"),
+                 "bleu": metrics["bleu"] if metrics else old.get("bleu"),
+                 "n_eval": metrics["n"] if metrics else old.get("n_eval"),
+                 "eval_seconds": metrics.get("seconds") if metrics else old.get("eval_seconds")}
         if train_info:
-            entry.update(n_train=train_info["samples"],
+            entry.update(n_train=train_info["samples"], steps=train_info.get("steps"),
                          finetune_seconds=train_info.get("seconds"),
                          final_loss=train_info.get("final_loss"))
-        self.results["cells"][cell_key(method, rate, seed)] = entry
+        self.results["cells"][key] = entry
+        self._recorded["cells"].add(key)
+        self._recorded["per_example"].add(key)
+        per = {"loss": loss["per_example"]}
+        if metrics:
+            per["rouge_l"] = _per_example_rouge(eval_dir / "predictions.jsonl")
+        elif "rouge_l" in self.results["per_example"].get(key, {}):
+            per["rouge_l"] = self.results["per_example"][key]["rouge_l"]
+        self.results["per_example"][key] = per
         self._save()
-        log.info("%s: ROUGE-L %.2f, BLEU-4 %.2f", cell_key(method, rate, seed),
-                 metrics["rouge_l"], metrics["bleu"])
+        write_cells_csv(self.out / "cells.csv", self.results, self.cfg)
+        log.info("%s: loss %.4f%s", key, loss["loss"], f", ROUGE-L {metrics['rouge_l']:.2f}, "
+                 f"BLEU-4 {metrics['bleu']:.2f}" if metrics else "")
 
     def write_tables(self) -> Path:
-        """tables.md for the config's whole grid (cells not run yet print '–')."""
+        """tables.md and cells.csv for the config's whole grid (cells not run yet print
+        '–' in the tables and have no rows in the CSV)."""
         c = self.cfg
-        methods = [m for m in ROW_ORDER if m in c.methods]
-        extra_rates = {e["rate"] for e in self.results["cells"].values()
-                       if e["method"] not in ("full", "untuned")}
-        rates = sorted({*c.pruning_rates, *extra_rates})
-        ran = {e["method"] for e in self.results["cells"].values()}
-        methods += [m for m in ROW_ORDER if m in ran and m not in methods]
-        seeds = sorted({*c.seeds, *(e["seed"] for e in self.results["cells"].values()
-                                    if e["seed"] is not None)})
+        cells = self.results["cells"].values()
+        configured = {m for part in c.grid_parts() for m in part.methods}
+        ran = {e["method"] for e in cells if e["method"] not in ("full", "untuned")}
+        methods = row_order(configured | ran)
+        rates = sorted({*c.all_rates(), *(e["rate"] for e in cells
+                                         if e["method"] not in ("full", "untuned"))})
+        seeds = sorted({*c.seeds, *(s for part in c.grid_parts() for s in part.seeds),
+                        *(e["seed"] for e in cells if e["seed"] is not None)})
         path = self.out / "tables.md"
-        write_atomic(path, render(self.results, methods, rates, seeds, c.title))
+        write_atomic(path, render(self.results, methods, rates, seeds, c.title,
+                                  stage1_seed=c.stage1_seed))
+        write_cells_csv(self.out / "cells.csv", self.results, c)
         return path
+
+
+def _per_example_rouge(predictions: Path) -> list[float]:
+    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return [round(float(r["rouge_l"]), 6) for r in rows]
 
 
 def run_bench(cfg: BenchConfig, methods: list[str] | None = None,
               rates: list[float] | None = None, seeds: list[int] | None = None,
-              show_progress: bool = True) -> dict:
+              show_progress: bool = True, protocol: str | None = None) -> dict:
     """Python API of ``staff bench``."""
-    return Grid(cfg, show_progress=show_progress).run(methods, rates, seeds)
+    return Grid(cfg, show_progress=show_progress).run(methods, rates, seeds, protocol)

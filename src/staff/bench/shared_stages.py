@@ -7,6 +7,9 @@ fine-tuning and scoring twice (25 minutes per seed on DialogSum here), the secon
 the first one's outputs and records the stage as done, with the donor's time, since that is
 what the stage costs, and where it came from (``adopted_from`` in state.json).
 
+The same holds across seeds when the bench holds stage 1 fixed (``stage1_seed``): every seed's
+train-small and score then have the stage-1 seed's fingerprint, and are copied from that run.
+
 A stage is taken only when its fingerprint equals the donor's, so a bench whose small model
 differs from its target, or whose options differ, takes nothing.
 """
@@ -46,10 +49,15 @@ def adopt_shared_stages(run_cfg: RunConfig, donors: list[Path]) -> list[str]:
     for stage in mine.stages:
         if mine.run.is_done(stage, fps[stage]):
             continue
-        theirs = SAME_WORK.get(stage)
-        donor = next((f for f in folders if theirs and f.is_done(theirs, fps[stage])), None)
-        if donor is None:
+        if stage not in OUTPUTS:
             break
+        # The same stage of another run (another seed, stage 1 held fixed), or the same work
+        # under the other name (small model = target).
+        found = next(((f, name) for name in (stage, SAME_WORK.get(stage)) if name
+                      for f in folders if f.is_done(name, fps[stage])), None)
+        if found is None:
+            break
+        donor, theirs = found
         mine.run.create()
         for source, target in zip(OUTPUTS[theirs], OUTPUTS[stage]):
             _copy(donor / source, mine.run / target)

@@ -28,6 +28,9 @@ class EvalConfig:
                        "data's format and templates. Must not overlap the training data.")
     split: str = _f("test", "Split to read from a hub dataset or a DatasetDict folder.")
     max_samples: int | None = _f(None, "Evaluate on the first N rows only.")
+    decode_samples: int | None = _f(None, "Decode (ROUGE-L, BLEU-4) only the first N of those "
+                                          "rows; the held-out loss uses all of them. null: "
+                                          "decode all.")
     references: list = _f([], "Reference templates over a row's fields, one per reference, e.g. "
                               "['{summary1}', '{summary2}', '{summary3}'] (DialogSum test). "
                               "Empty: the row's response as data's format makes it.")
@@ -43,6 +46,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"eval.max_samples == {self.max_samples}, must be >= 1.")
+        if self.decode_samples is not None and self.decode_samples < 1:
+            raise ConfigError(f"eval.decode_samples == {self.decode_samples}, must be >= 1.")
         if self.max_new_tokens < 1:
             raise ConfigError(f"eval.max_new_tokens == {self.max_new_tokens}, must be >= 1.")
         if self.batch_size < 1:

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..config import ConfigError
 from ..runfolder import fingerprint, write_atomic, write_dir_atomic, write_json
 from ..config import FINETUNE_NO_EFFECT
@@ -141,25 +143,36 @@ class TrainEval:
             raise ConfigError("the list of training ids is empty.")
         return chosen
 
-    def finetune_fingerprint(self, pairs: list, seed: int) -> str:
+    def finetune_fingerprint(self, pairs: list, seed: int, steps: int | None = None) -> str:
         c = self.cfg
         data = {k: getattr(c.data, k) for k in _TOKENIZATION}
         content = [(e.id, e.prompt, e.response) for e, _ in pairs]
         train = {k: v for k, v in dataclasses.asdict(c.finetune).items() if k not in _NO_EFFECT}
-        return fingerprint(data, content, dataclasses.asdict(c.model), dataclasses.asdict(c.lora),
-                           train, seed)
+        parts = (data, content, dataclasses.asdict(c.model), dataclasses.asdict(c.lora), train,
+                 seed)
+        # A fixed step count is a part of the recipe only when given (older runs keep theirs).
+        return fingerprint(*parts, {"steps": steps}) if steps else fingerprint(*parts)
+
+    def planned_steps(self, n_samples: int | None = None) -> int:
+        """Optimiser steps of the epochs recipe on ``n_samples`` (default: the full data)."""
+        from ..finetune.lora import planned_steps
+
+        n = len(self.train_examples) if n_samples is None else n_samples
+        return planned_steps(n, self.cfg.finetune)
 
     def finetune(self, out_dir: str | Path, ids: list[str] | None = None,
-                 seed: int | None = None) -> FinetuneResult:
+                 seed: int | None = None, steps: int | None = None) -> FinetuneResult:
         """LoRA-fine-tune the base model on the samples ``ids`` (all when None) into
-        ``out_dir/adapter``; skipped when done before with the same inputs."""
+        ``out_dir/adapter``; skipped when done before with the same inputs. ``steps``: train
+        exactly that many optimiser steps, cycling over the samples (None: the recipe's
+        epochs)."""
         from ..finetune.lora import finetune_lora
         from ..models.loading import attach_lora
 
         c, out = self.cfg, Path(out_dir)
         seed = c.seed if seed is None else seed
         pairs = self.subset(ids)
-        fp = self.finetune_fingerprint(pairs, seed)
+        fp = self.finetune_fingerprint(pairs, seed, steps)
         adapter = out / "adapter"
         info = _read_json(out / "train.json")
         if info.get("fingerprint") == fp and (adapter / "adapter_config.json").is_file():
@@ -180,7 +193,7 @@ class TrainEval:
         history = finetune_lora(model, [t for _, t in pairs], self.tokenizer.pad_token_id,
                                 c.finetune, seed, work,
                                 checkpoint_every=c.finetune.checkpoint_every,
-                                show_progress=self.show_progress)
+                                show_progress=self.show_progress, total_steps=steps)
         # With what interrupted processes spent on the steps kept (see finetune_lora).
         seconds = time.perf_counter() - started + history["seconds_before_resume"]
         write_dir_atomic(adapter, lambda d: model.save_pretrained(d, save_embedding_layers=False))
@@ -194,6 +207,75 @@ class TrainEval:
         return FinetuneResult(out, adapter, info, model)
 
     # ---------------------------------------------------------------- evaluation
+    @property
+    def eval_tokens(self) -> list:
+        """The held-out split tokenized as training samples, with the first reference as the
+        response, written the way the training template writes a response (a template
+        " {summary}" trains on a leading space; scoring "{summary1}" bare would charge the
+        model for a token it was taught to emit)."""
+        if getattr(self, "_eval_tokens", None) is None:
+            from ..data import tokenize_examples
+
+            examples, refs = self.eval_set
+            wrap = _response_wrapper(self.cfg.data)
+            scored = [dataclasses.replace(e, response=wrap(r[0])) for e, r in zip(examples, refs)]
+            self._eval_tokens = tokenize_examples(scored, self.tokenizer, self.cfg.data)
+        return self._eval_tokens
+
+    def held_out_loss(self, out_dir: str | Path, adapter_dir: str | Path | None = None,
+                      model=None) -> dict:
+        """Mean token NLL of the held-out reference responses, teacher-forced: the
+        low-variance metric of the benchmark (one forward pass per batch, no decoding).
+
+        Each example's loss is the mean cross-entropy over its own response tokens (the
+        training loss's definition, so that long references do not dominate); ``loss`` is the
+        mean over examples, and ``per_example`` keeps each one for paired statistics. With
+        several references, the first one is scored. Written to ``out_dir/loss.json``,
+        skipped when done before with the same inputs."""
+        import torch
+
+        from ..scoring.batching import collate, length_sorted_batches
+        from ..scoring.engine import per_sample_losses
+
+        c, out = self.cfg, Path(out_dir)
+        examples, _ = self.eval_set
+        adapter_fp = _adapter_fingerprint(Path(adapter_dir)) if adapter_dir else "untuned"
+        fp = fingerprint("held-out loss", adapter_fp, dataclasses.asdict(c.model),
+                         {k: getattr(c.data, k) for k in _TOKENIZATION},
+                         [(e.id, e.prompt, e.response) for e in examples])
+        cached = _read_json(out / "loss.json")
+        if cached.get("fingerprint") == fp:
+            return cached
+        if model is None and adapter_dir:
+            from ..models.loading import load_adapter
+
+            model = load_adapter(self.base_model(), adapter_dir, trainable=False)
+        elif model is None:
+            model = self.base_model(copy_=False)
+        tokens = self.eval_tokens
+        started = time.perf_counter()
+        losses = np.zeros(len(tokens))
+        was_training = model.training
+        model.eval()  # no dropout: the loss of the model as it will be used
+        with torch.no_grad():
+            for index in length_sorted_batches(np.array([len(t.input_ids) for t in tokens]),
+                                               c.eval.batch_size):
+                batch = collate([tokens[i] for i in index], self.tokenizer.pad_token_id,
+                                self.device)
+                losses[index] = per_sample_losses(model, batch).double().cpu().numpy()
+        model.train(was_training)
+        if not np.all(np.isfinite(losses)):
+            bad = [examples[i].id for i in np.flatnonzero(~np.isfinite(losses))[:5]]
+            raise ConfigError(f"held-out loss is NaN or inf for {len(bad)} example(s), e.g. "
+                              f"{bad[0]!r}: the adapter {adapter_dir} is broken.")
+        result = {"loss": float(losses.mean()), "n": len(losses),
+                  "per_example": [round(float(v), 6) for v in losses],
+                  "ids": [e.id for e in examples],
+                  "seconds": round(time.perf_counter() - started, 3), "fingerprint": fp}
+        write_json(out / "loss.json", result)
+        log.info("held-out loss %.4f on %d examples -> %s", result["loss"], len(losses), out)
+        return result
+
     def evaluate(self, out_dir: str | Path, adapter_dir: str | Path | None = None,
                  model=None) -> dict:
         """Greedy predictions on the held-out split and their ROUGE-L / BLEU-4, written to
@@ -205,9 +287,10 @@ class TrainEval:
 
         c, out = self.cfg, Path(out_dir)
         examples, refs = self.eval_set
+        if c.eval.decode_samples is not None:
+            examples, refs = examples[:c.eval.decode_samples], refs[:c.eval.decode_samples]
         adapter_fp = _adapter_fingerprint(Path(adapter_dir)) if adapter_dir else "untuned"
-        options = {k: v for k, v in dataclasses.asdict(c.eval).items()
-                   if k not in ("batch_size", "threads")}  # no effect on the predictions
+        options = eval_options(c.eval)
         fp = fingerprint(adapter_fp, dataclasses.asdict(c.model), options,
                          {k: getattr(c.data, k) for k in _TOKENIZATION},
                          [(e.id, e.prompt) for e in examples], refs)
@@ -253,6 +336,30 @@ class TrainEval:
         log.info("ROUGE-L %.2f, BLEU-4 %.2f on %d samples (%.1f s) -> %s", metrics["rouge_l"],
                  metrics["bleu"], metrics["n"], seconds, out)
         return metrics
+
+
+def _response_wrapper(data):
+    """reference text -> the response as the training data writes it: a template with one
+    field keeps its text around the field (" {de}" -> " " + text); any other format or
+    template takes the reference as it is."""
+    import string
+
+    if data.format == "template" and data.response_template:
+        parts = list(string.Formatter().parse(data.response_template))
+        fields = [p for p in parts if p[1] is not None]
+        if len(fields) == 1 and not fields[0][2] and not fields[0][3]:
+            before = "".join(p[0] for p in parts[:parts.index(fields[0]) + 1])
+            after = "".join(p[0] for p in parts[parts.index(fields[0]) + 1:])
+            return lambda text: before + text + after
+    return lambda text: text
+
+
+def eval_options(cfg) -> dict:
+    """The eval options that can change a prediction (not batch size or threads; the decode
+    subset through the examples themselves, and left out when unset so that evaluations
+    made before the option existed still count)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("batch_size", "threads", "decode_samples")}
 
 
 def _adapter_fingerprint(adapter_dir: Path) -> str:

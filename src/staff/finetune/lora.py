@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 
 def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed: int,
                   work_dir: str | Path, accelerator=None, checkpoint_every: int = 50,
-                  show_progress: bool = True) -> dict:
+                  show_progress: bool = True, total_steps: int | None = None) -> dict:
     """Train the LoRA parameters of ``model`` (a PeftModel) in place. Returns the history
     {"loss": [per optimiser step], "steps": int, "seconds": training time,
     "seconds_before_resume": the part of it spent by earlier, interrupted processes}.
-    ``work_dir`` holds the resumable checkpoint. The time counts each kept step once: steps
+    ``work_dir`` holds the resumable checkpoint. ``total_steps``: train exactly this many
+    optimiser steps, cycling over the data epoch after epoch (the ``steps`` protocol of the
+    benchmark); None: ``cfg.epochs`` epochs. The time counts each kept step once: steps
     after the last checkpoint of a killed process are redone and counted when redone, so a
     resumed run reports about what an uninterrupted one would."""
     from accelerate import Accelerator
@@ -50,7 +52,10 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     # Each optimiser step consumes world × grad_accum micro-batches of batch_size samples.
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     steps_per_epoch = max(1, per_epoch // (world * cfg.grad_accum))
-    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    if total_steps is None:
+        total_steps = planned_steps(len(examples), cfg, world)
+    elif total_steps < 1:
+        raise ValueError(f"total_steps == {total_steps}, must be >= 1.")
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
@@ -128,6 +133,14 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     history["seconds"] = earlier + time.perf_counter() - started
     history["seconds_before_resume"] = earlier
     return history
+
+
+def planned_steps(n_samples: int, cfg: FinetuneConfig, world: int = 1) -> int:
+    """Optimiser steps of ``cfg.epochs`` epochs over ``n_samples`` samples on ``world``
+    processes: what ``finetune_lora`` trains when no step count is given."""
+    per_epoch = math.ceil(n_samples / cfg.batch_size)
+    steps_per_epoch = max(1, per_epoch // (world * cfg.grad_accum))
+    return max(1, int(round(cfg.epochs * steps_per_epoch)))
 
 
 def _set_gradient_checkpointing(model, on: bool) -> None:

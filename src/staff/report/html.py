@@ -100,7 +100,7 @@ def read_run(run_dir: str | Path, method: str | None = None) -> Run:
         verification = _csv(path / "verification.csv", ("id", "region"))
     else:  # the baselines' scores are the fine-tuned target's; random has none
         target = path / "target_scores.csv"
-        scores = (_csv(target, ("id",)) if method != "random" and target.is_file()
+        scores = (_csv(target, ("id",)) if method not in ("random", "length") and target.is_file()
                   else pd.DataFrame(columns=["id"]))
         verification = pd.DataFrame(columns=["id", "region", "small_effort", "target_effort"])
     # Columns are small_<score> / target_<score>: effort by default, el2n or loss when the
@@ -135,7 +135,7 @@ def _timings(path: Path, method: str = "staff") -> dict[str, float]:
         return {}
     from ..results import TARGET_STAGES
 
-    if method == "random":
+    if method in ("random", "length"):
         raw = {s: t for s, t in raw.items() if s == "pick"}
     elif method != "staff":
         raw = {s: t for s, t in raw.items() if s in TARGET_STAGES}
@@ -368,6 +368,8 @@ def _num(v) -> str:
 
 METHODS = {  # what a baseline's report says it did (README, "Baselines and ablations")
     "random": "a uniform random draw of m samples (no model)",
+    "length": "the m samples with the most response tokens, as the target's tokenizer counts "
+              "them (no model)",
     "grand": "the m samples with the highest gradient norm on the fine-tuned target (GraNd)",
     "el2n": "the m samples with the highest EL2N on the fine-tuned target",
     "ccs": "CCS: equal-width strata over EL2N on the fine-tuned target, visited smallest "
@@ -523,7 +525,8 @@ def _timings_section(run: Run) -> str:
                        if run.method == "staff" else
                        "train-target and score-target fine-tune the target and score every "
                        "sample on it (shared by the baselines run in one folder)."
-                       if run.method != "random" else "a random draw needs no model."))
+                       if run.method not in ("random", "length") else
+                       "this method needs no model."))
             + _table(table))
 
 

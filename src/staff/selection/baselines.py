@@ -24,7 +24,7 @@ import numpy as np
 from .base import SelectionInput, check_selection, register
 from .staff import hard_prune_mask, make_regions
 
-__all__ = ["RandomSelector", "EL2NSelector", "GraNdSelector", "CCSSelector", "D2Selector",
+__all__ = ["LengthSelector", "RandomSelector", "EL2NSelector", "GraNdSelector", "CCSSelector", "D2Selector",
            "knn_graph", "d2_forward", "d2_reverse"]
 
 
@@ -51,6 +51,20 @@ def top_m(scores: np.ndarray, m: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- score-only
+
+@register("length")
+class LengthSelector:
+    """The m samples with the most response tokens: the simple length filter reported as a
+    strong baseline for instruction data (e.g. Zhao et al., 2024, "Long Is More for
+    Alignment"). Ties (many samples share a length) are broken by a seeded random order, so
+    seeds draw different coresets among equally long samples."""
+
+    def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
+        m = _check_m(m, data.n)
+        lengths = _finite_score(data, "n_response_tokens")
+        tie_break = np.random.default_rng(seed).permutation(data.n)
+        return check_selection(np.lexsort((tie_break, -lengths))[:m], data.n, m)
+
 
 @register("random")
 class RandomSelector:

@@ -1,0 +1,62 @@
+"""``cells.csv``: one row per (cell, metric), the bench's machine-readable result.
+
+Columns: dataset, n_train, n_test, small, target, method, rate, seed, protocol, metric, value.
+Metrics: ``loss`` (held-out response NLL), ``rougeL`` and ``bleu`` (decoded cells only) and
+``selection_seconds`` (the selection run's overhead; the same for every rate of a seed). The
+full-data cell has rate 0 and the untuned target an empty rate and seed. ``n_train`` is the
+full data's size N (a coreset has N(1-p) samples); ``n_test`` the held-out examples the
+metric averages (the loss may use more examples than the decoding).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..runfolder import write_atomic
+
+COLUMNS = ("dataset", "n_train", "n_test", "small", "target", "method", "rate", "seed",
+           "protocol", "metric", "value")
+
+
+def cell_rows(results: dict, cfg) -> list[dict]:
+    cells = results.get("cells", {})
+    selection = results.get("selection", {})
+    n_train = next((e.get("n_train") for e in cells.values() if e["method"] == "full"), "")
+    common = {"dataset": cfg.dataset_name(), "n_train": n_train,
+              "target": cfg.select.target.name}
+    rows = []
+    for entry in cells.values():
+        method = entry["method"]
+        small = ("" if method in ("full", "untuned", "random", "length")
+                 else cfg.selection_config(method, 0, cfg.all_rates()).small.name
+                 if method.startswith("staff") else cfg.select.target.name)
+        base = dict(common, small=small, method=method,
+                    rate="" if entry["rate"] is None else entry["rate"],
+                    seed="" if entry["seed"] is None else entry["seed"],
+                    protocol=entry.get("protocol", "epochs"))
+        if entry.get("loss") is not None:
+            rows.append(dict(base, n_test=entry.get("n_loss", ""), metric="loss",
+                             value=round(entry["loss"], 6)))
+        for key, metric in (("rouge_l", "rougeL"), ("bleu", "bleu")):
+            if entry.get(key) is not None:
+                rows.append(dict(base, n_test=entry.get("n_eval", ""), metric=metric,
+                                 value=round(entry[key], 4)))
+        run = selection.get(f"{method}/s{entry['seed']}")
+        if run is not None:
+            rows.append(dict(base, n_test="", metric="selection_seconds",
+                             value=round(run["overhead"], 1)))
+    order = {m: i for i, m in enumerate(("loss", "rougeL", "bleu", "selection_seconds"))}
+    rows.sort(key=lambda r: (str(r["method"]), str(r["rate"]), str(r["protocol"]),
+                             str(r["seed"]), order[r["metric"]]))
+    return rows
+
+
+def write_cells_csv(path: str | Path, results: dict, cfg) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(cell_rows(results, cfg))
+    write_atomic(Path(path), buffer.getvalue())
+    return Path(path)
