@@ -118,7 +118,7 @@ def test_sharegpt_conversations_map_roles():
 def test_messages_without_assistant_or_context_are_errors():
     no_answer = [{"messages": [{"role": "user", "content": "Hi"}]}]
     assert msg(to_examples, no_answer, cfg()) == \
-        "data row 0 (id 0): no assistant message in field 'messages'"
+        "data row 1 (id 1): no assistant message in field 'messages'"
     no_context = [{"messages": [{"role": "assistant", "content": "Hi"}]}]
     assert "empty prompt" in msg(to_examples, no_context, cfg())
 
@@ -130,7 +130,7 @@ def test_template_format_and_missing_field():
     assert (e.prompt, e.response, e.id) == ("Summarize:\nA: hi\n", "greeting", "d1")
     rows = [{"id": "d1", "dialogue": "x", "summary": "s"}, {"id": "d2", "dialog": "y"}]
     text = msg(to_examples, rows, c, "train.jsonl")
-    assert text.startswith("train.jsonl row 1 (id d2): data.prompt_template uses field "
+    assert text.startswith("train.jsonl row 2 (id d2): data.prompt_template uses field "
                            "'dialogue', which the row lacks (fields: dialog, id)")
 
 
@@ -144,14 +144,15 @@ def test_ids_from_field_or_row_number():
             {"prompt": "p", "completion": "c"},
             {"id": "", "prompt": "p", "completion": "c"},
             {"id": 17, "prompt": "p", "completion": "c"}]
-    assert [e.id for e in to_examples(rows, cfg())] == ["a", "1", "2", "17"]
-    assert [e.id for e in to_examples(rows, cfg(id_field="key"))] == ["0", "1", "2", "3"]
+    # Rows count from 1, as in every message: row 2's id is "2" (issue 18).
+    assert [e.id for e in to_examples(rows, cfg())] == ["a", "2", "3", "17"]
+    assert [e.id for e in to_examples(rows, cfg(id_field="key"))] == ["1", "2", "3", "4"]
 
 
 def test_duplicate_ids_name_id_and_both_rows():
     rows = [{"id": i, "prompt": "p", "completion": "c"} for i in ["a", "b", "c", "b"]]
     assert msg(to_examples, rows, cfg(), "f.jsonl") == \
-        "f.jsonl rows 1 and 3: duplicate id 'b' (field 'id'); ids must be unique"
+        "f.jsonl rows 2 and 4: duplicate id 'b' (field 'id'); ids must be unique"
 
 
 @pytest.mark.parametrize("row, expected", [
@@ -163,7 +164,7 @@ def test_duplicate_ids_name_id_and_both_rows():
 def test_missing_or_empty_fields(row, expected):
     rows = [{"id": f"r{i}", "instruction": "Do", "output": "y"} for i in range(12)] + [row]
     assert msg(to_examples, rows, cfg(format="alpaca"), "train.jsonl") == \
-        f"train.jsonl row 12 (id x): {expected}" + (", expected text" if "list" in expected else "")
+        f"train.jsonl row 13 (id x): {expected}" + (", expected text" if "list" in expected else "")
 
 
 # ----------------------------------------------------------------------------- readers

@@ -69,17 +69,17 @@ BAD_DATA = {
     "malformed JSON line": (jsonl([{"id": "a", **GOOD}]) + b'{"id": "b", "output" "3"}\n',
                             "{path}:2: not valid JSON (Expecting ':' delimiter)"),
     "missing prompt field": (jsonl([{"id": "a", **GOOD}, {"id": "b", "output": "3"}]),
-                             "{path} row 1 (id b): missing prompt field 'instruction'"),
+                             "{path} row 2 (id b): missing prompt field 'instruction'"),
     "empty prompt field": (jsonl([{"id": "a", **GOOD}, {**GOOD, "id": "b", "instruction": " "}]),
-                           "{path} row 1 (id b): empty prompt field 'instruction'"),
+                           "{path} row 2 (id b): empty prompt field 'instruction'"),
     "missing response field": (jsonl([{"id": "a", "instruction": "Say hi."}]),
-                               "{path} row 0 (id a): missing response field 'output'"),
+                               "{path} row 1 (id a): missing response field 'output'"),
     "empty response field": (jsonl([{"id": "a", **GOOD}, {**GOOD, "id": "b", "output": ""}]),
-                             "{path} row 1 (id b): empty response field 'output'"),
+                             "{path} row 2 (id b): empty response field 'output'"),
     "non-UTF-8 bytes": (jsonl([{"id": "a", **GOOD}]) + b'{"id": "b", "instruction": "caf\xe9"}\n',
                         "{path}:2: not valid UTF-8 (byte 0xe9); save the file as UTF-8"),
     "duplicate ids": (jsonl([{"id": i, **GOOD} for i in ("a", "b", "a")]),
-                      "{path} rows 0 and 2: duplicate id 'a' (field 'id'); ids must be unique"),
+                      "{path} rows 1 and 3: duplicate id 'a' (field 'id'); ids must be unique"),
 }
 
 

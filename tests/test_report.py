@@ -227,7 +227,7 @@ def test_pipeline_writes_the_report(tmp_path):
 def test_a_failing_report_does_not_fail_the_selection(tmp_path, monkeypatch, caplog):
     import staff.report
 
-    def broken(run_dir):
+    def broken(run_dir, **options):
         raise RuntimeError("disk on fire\nsecond line")
 
     monkeypatch.setattr(staff.report, "build_report", broken)

@@ -49,6 +49,8 @@ def _setup_logging(quiet: bool) -> None:
         # too, so that an error is the only line on stderr. The variable is read when
         # huggingface_hub is imported; an already imported transformers is told directly.
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        # transformers' GGUF conversion uses tqdm directly; tqdm reads TQDM_* when imported.
+        os.environ["TQDM_DISABLE"] = "1"
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -95,16 +97,29 @@ def _one_line(err: Exception) -> str:
 def _print_result(result) -> None:
     if not _is_main_process():
         return
+    from .results import rate_dir, selections_dir
+
     typer.echo(f"run folder: {result.run_dir}")
     n = result.n_samples
     if result.method != "staff":
         typer.echo(f"  method: {result.method}")
     for p, ids in result.ids.items():
+        folder = selections_dir(result.run_dir, result.method) / rate_dir(p)
         typer.echo(f"  p = {p:.2f}: coreset of {len(ids)} / {n} samples -> "
-                   f"{result.run_dir}/selections/p{p:.2f}/coreset.jsonl")
-    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-    typer.echo(f"  stage times: {stages}")
-    typer.echo(f"  selection overhead: {result.selection_overhead:.1f} s")
+                   f"{folder}/coreset.jsonl")
+    if result.report is not None and result.report.is_file():
+        typer.echo(f"  report: {result.report}")
+    ran = {k: v for k, v in result.timings.items() if k not in result.cached}
+    if ran:
+        typer.echo("  stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in ran.items()))
+    if result.cached:
+        # A re-run took seconds: its stages' first times would read as this run's cost.
+        typer.echo(f"  cached (done before with the same inputs, not redone): "
+                   f"{', '.join(result.cached)}")
+        typer.echo(f"  selection overhead: {result.selection_overhead:.1f} s when first run "
+                   "(timings.json)")
+    else:
+        typer.echo(f"  selection overhead: {result.selection_overhead:.1f} s")
 
 
 @app.command()
@@ -156,13 +171,24 @@ _stage_command("pick", "Redo only the final pick, e.g. for new pruning rates: "
 
 
 @app.command("show-config")
-def show_config(config: Optional[str] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+def show_config(config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML run "
+                                                     "config to resolve (with --set)."),
+                set_: Optional[List[str]] = SetOpt,
+                demo: bool = typer.Option(False, "--demo", help="The embedded demo's config "
+                                          "(what `staff select` without -c runs)."),
                 debug: bool = DebugOpt):
-    """Print the resolved config (the embedded demo's without --config): a YAML to start from."""
+    """Print a config as YAML: with -c the resolved one; with --demo the embedded demo's;
+    without either every option's library default, with its help (a file to start from)."""
 
     def action():
-        from .config import dump_config, load_config
+        from .config import dump_config, dump_defaults, load_config
 
+        if config is None and not demo:
+            if set_:
+                raise ValueError("--set needs -c FILE or --demo: the library defaults have no "
+                                 "data.path or model names to resolve against.")
+            typer.echo(dump_defaults(), nl=False)
+            return
         typer.echo(dump_config(load_config(config, set_)), nl=False)
 
     _run(action, debug)
@@ -177,9 +203,35 @@ def report(run_folder: str = typer.Argument(..., help="A finished run folder (it
     _setup_logging(quiet)
 
     def action():
-        from .report import build_report
+        from .report import build_reports
 
-        typer.echo(str(build_report(run_folder)))
+        for path in build_reports(run_folder):  # one per method with coresets in the folder
+            typer.echo(str(path))
+
+    _run(action, debug)
+
+
+@app.command()
+def export(run_folder: str = typer.Argument(..., help="A finished run folder."),
+           pruning_rate: float = typer.Option(..., "--pruning-rate", "-p", help="The coreset's "
+                                              "pruning rate, e.g. 0.5."),
+           llama_factory: str = typer.Option(..., "--llama-factory", help="LLaMA-Factory's "
+                                             "dataset folder (dataset_dir, default ./data): the "
+                                             "coreset goes in as NAME.jsonl and is registered "
+                                             "in its dataset_info.json."),
+           method: Optional[str] = MethodOpt,
+           name: Optional[str] = typer.Option(None, "--name", help="Dataset name in "
+                                              "dataset_info.json (default: "
+                                              "RUNFOLDER_METHOD_pRATE)."),
+           debug: bool = DebugOpt):
+    """Hand a coreset to LLaMA-Factory: write it into its dataset folder and add an entry to
+    dataset_info.json (other entries kept); then train with `dataset: NAME`."""
+
+    def action():
+        from .export import export_llama_factory
+
+        entry, path = export_llama_factory(run_folder, pruning_rate, llama_factory, method, name)
+        typer.echo(f"{path}\n  dataset_info.json entry: {entry} (LLaMA-Factory: dataset: {entry})")
 
     _run(action, debug)
 

@@ -171,8 +171,13 @@ class SelectionConfig:
     ccs_hard_cutoff: float = _f(0.0, "CCS: drop this top fraction by EL2N first (beta).")
     d2_k: int = _f(5, "D2 Pruning: neighbours in the kNN graph.")
     d2_gamma: float = _f(0.1, "D2 Pruning: reverse message passing weight gamma.")
-    regions: int = _f(50, "K: regions of equal width over the speculative scores (paper: 50).")
-    verify_per_region: int = _f(10, "b_v: samples per region scored on the target (paper: 10).")
+    regions: int | None = _f(None, "K: regions of equal width over the speculative scores "
+                                   "(paper: 50). Unset: scaled to N, K = min(50, max(1, "
+                                   "N // 20)) (logged).")
+    verify_per_region: int | None = _f(None, "b_v: samples per region scored on the target "
+                                             "(paper: 10). Unset: scaled to N, b_v = min(10, "
+                                             "max(1, min(500, N // 10) // K)): the target "
+                                             "scores at most 10% of N (logged).")
     normalize: Literal["mean", "minmax", "none"] = _f(
         "mean", "Score normalisation before V_i. 'mean': each model's scores divided by their "
                 "mean over all verified samples; 'minmax': min-max over the verified samples; "
@@ -231,9 +236,9 @@ class SelectionConfig:
         if not rates:
             raise ConfigError("selection.pruning_rates is empty, give at least one rate.")
         self.pruning_rates = rates
-        if self.regions < 1:
+        if self.regions is not None and self.regions < 1:
             raise ConfigError(f"selection.regions == {self.regions}, must be >= 1.")
-        if self.verify_per_region < 1:
+        if self.verify_per_region is not None and self.verify_per_region < 1:
             raise ConfigError(f"selection.verify_per_region == {self.verify_per_region}, "
                               "must be >= 1.")
         if not 0.0 <= self.hard_prune < 1.0:
@@ -507,10 +512,74 @@ def apply_overrides(tree: dict, overrides: dict | list | None) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: dict | list | None = None) -> RunConfig:
     """Config from a YAML file (or the embedded demo default when ``path`` is None), then
-    overrides: a dict ``{"selection.regions": 20}`` or a list of ``"key=value"`` strings."""
+    overrides: a dict ``{"selection.regions": 20}`` or a list of ``"key=value"`` strings.
+
+    A relative ``data.path`` in the file is read from the file's folder (a config works from
+    any working directory); one given as an override is read from the working directory."""
     tree = copy.deepcopy(DEMO_CONFIG) if path is None else read_yaml(path)
+    if path is not None:
+        _resolve_data_path(tree, Path(path).parent)
     apply_overrides(tree, overrides)  # never edits the embedded default: it is a copy
     return _build(RunConfig, _apply_preset(tree), "")
+
+
+def _resolve_data_path(tree: dict, base: Path) -> None:
+    """data.path relative to the YAML's folder, made absolute (the run folder's config.yaml
+    then names the data wherever `staff report` runs). A hub id ("owner/name") that is not a
+    file there stays as it is."""
+    from .data.sources import looks_like_hub_id
+
+    data = tree.get("data")
+    value = data.get("path") if isinstance(data, dict) else None
+    if not isinstance(value, str) or not value or value == "demo":
+        return
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return
+    candidate = (base / path).resolve()
+    if candidate.exists() or not looks_like_hub_id(value):
+        data["path"] = str(candidate)
+
+
+def default_tree() -> dict:
+    """Every option's library default, without the checks that need a value (data.path and
+    the model names have none): what a user's config starts from."""
+    def walk(cls) -> dict:
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default_factory is not dataclasses.MISSING:
+                made = f.default_factory()
+                out[f.name] = walk(type(made)) if dataclasses.is_dataclass(made) else made
+            else:
+                out[f.name] = f.default
+        return out
+
+    return walk(RunConfig)
+
+
+def dump_defaults() -> str:
+    """The library defaults as YAML, each option with its help as a comment."""
+    def flow(value) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix(
+            "\n...").strip()
+
+    lines = ["# staff show-config: every option with its library default (the values a config",
+             "# file starts from; `staff show-config --demo` prints the embedded demo's).",
+             "# data.path, small.name and target.name have no default: set them."]
+    tree = default_tree()
+
+    def emit_section(cls, values, indent):
+        for f in dataclasses.fields(cls):
+            value, help_text = values[f.name], f.metadata.get("help", "")
+            if isinstance(value, dict):
+                lines.append(f"{indent}{f.name}:")
+                emit_section(type(f.default_factory()), value, indent + "  ")
+            else:
+                lines.append(f"{indent}{f.name}: {flow(value)}"
+                             + (f"  # {help_text}" if help_text else ""))
+
+    emit_section(RunConfig, tree, "")
+    return "\n".join(lines) + "\n"
 
 
 def config_from_dict(tree: dict) -> RunConfig:

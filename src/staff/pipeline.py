@@ -25,14 +25,14 @@ import io
 import logging
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
 
 from .config import FINETUNE_NO_EFFECT, ConfigError, RunConfig
 from .results import (SCRATCH, STAGES, TARGET_STAGES, SelectionResult, load_result,  # noqa: F401
-                      rate_dir, stages_for)
+                      rate_dir, report_name, selections_dir, stages_for)
 from .runfolder import (RunFolder, RunFolderError, fingerprint, read_table, write_atomic,
                         write_dir_atomic, write_json, write_table)
 
@@ -41,10 +41,12 @@ log = logging.getLogger(__name__)
 class Pipeline:
     """Runs the stages of one config in its run folder."""
 
-    def __init__(self, cfg: RunConfig, show_progress: bool = True):
+    def __init__(self, cfg: RunConfig, show_progress: bool = True,
+                 rows: list[dict] | None = None):
         self.cfg = cfg
         self.run = RunFolder(cfg.output_dir)
         self.show_progress = show_progress
+        self._rows = rows  # in-memory data (Python API), read instead of cfg.data.path
         self._examples = None
         self._data_fp: str | None = None
         self._tokenizers: dict[str, object] = {}
@@ -86,7 +88,9 @@ class Pipeline:
         if self._examples is None:
             from .data import load_rows, to_examples
 
-            rows = load_rows(self.cfg.data)
+            rows = load_rows(self.cfg.data) if self._rows is None else self._rows
+            if self._rows is not None and self.cfg.data.max_samples is not None:
+                rows = rows[:self.cfg.data.max_samples]
             self._examples = to_examples(rows, self.cfg.data, source=self.cfg.data.path)
             log.info("%d samples from %s", len(self._examples), self.cfg.data.path)
         return self._examples
@@ -131,7 +135,17 @@ class Pipeline:
                 return known
         return len(self.examples)
 
+    def _resolve_sizes(self) -> None:
+        """Unset K and b_v, scaled to N (logged; the run's config.yaml records the values)."""
+        from .selection.base import resolve_sizes
+
+        s = self.cfg.selection
+        if s.regions is None or s.verify_per_region is None:
+            # A copy: the caller's config (Python API) keeps its unset values.
+            self.cfg = replace(self.cfg, selection=resolve_sizes(self.n_samples, s))
+
     def fingerprints(self) -> dict[str, str]:
+        self._resolve_sizes()
         c, s = self.cfg, self.cfg.selection
         data = self.data_fingerprint
         tune_options = (asdict(c.lora), _options(c.finetune, *FINETUNE_NO_EFFECT), self.stage1_seed)
@@ -157,7 +171,17 @@ class Pipeline:
                 "train-target": tune_target, "score-target": score_target,
                 "pick": fingerprint(before_pick, _selection_options(s), c.seed,
                                     # STAFF's draws changed (per-sample keys): redo old picks
-                                    *(["keyed-draws"] if s.method == "staff" else []))}
+                                    *(["keyed-draws"] if s.method == "staff" else [])),
+                "pick-basis": self._pick_basis(before_pick)}
+
+    def _pick_basis(self, before_pick: str) -> str:
+        """What a coreset depends on besides its rate: coresets with the same basis come from
+        the same scores and options, so rate folders of earlier picks with it still belong to
+        this run (``staff pick -p`` with new rates keeps them); others are stale."""
+        s = self.cfg.selection
+        options = {k: v for k, v in _selection_options(s).items() if k != "pruning_rates"}
+        return fingerprint(before_pick, options, self.cfg.seed,
+                           *(["keyed-draws"] if s.method == "staff" else []))
 
     @property
     def stage1_seed(self) -> int:
@@ -222,18 +246,22 @@ class Pipeline:
             else:
                 log.info("stage %s: already done, skipped", stage)
         acc.wait_for_everyone()
+        method, rates = self.cfg.selection.method, self.cfg.selection.pruning_rates
         if not self.is_main:
-            return load_result(self.run.path)
+            return load_result(self.run.path, method, rates)
         write_json(self.run / "timings.json", self.run.timings())
-        if self.cfg.report.enabled and self.cfg.selection.method == "staff":
+        if self.cfg.report.enabled:  # every method gets one, in a file of its own
             try:
                 from .report import build_report
 
-                log.info("report: %s", build_report(self.run.path))
+                log.info("report: %s", build_report(self.run.path, method=method))
             except Exception as err:  # the selection is done; a report must not undo that
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 log.warning("report not written: %s", reason or type(err).__name__)
-        return load_result(self.run.path)
+        result = load_result(self.run.path, method, rates)
+        result.cached = [s for s in stages[:first] if s not in force]
+        result.report = self.run / report_name(method)
+        return result
 
     def run_stage(self, stage: str) -> SelectionResult:
         """Redo one stage; the stages before it must be done with the current config."""
@@ -249,23 +277,30 @@ class Pipeline:
 
     def _check_models(self, stages) -> None:
         """Fail before any work if a model that the stages to run need cannot be found or
-        used as configured (a missing target would otherwise show only after fine-tuning and
-        scoring)."""
-        from .models.loading import check_lora_targets, resolve_source
+        used as configured, or its tokenizer cannot load or lacks the chat template the data
+        asks for (a bad target would otherwise show only after fine-tuning and scoring the
+        small model)."""
+        from .data.formatting import check_chat_template
+        from .models.loading import check_hub_model, check_lora_targets
 
         untuned = self.cfg.selection.speculative == "untuned-target"
         roles = []
         if {"train-small", "score"} & set(stages) and not untuned:
             roles.append("small")
-        if {"verify", "train-target", "score-target"} & set(stages) or (untuned and stages):
+        if {"verify", "train-target", "score-target"} & set(stages) or (
+                untuned and {"score", "verify"} & set(stages)) or (
+                self.cfg.selection.method == "length" and stages):  # its tokenizer counts
             roles.append("target")
         for role in roles:
-            model_cfg = getattr(self.cfg, role)
-            resolve_source(model_cfg.name)
-            if model_cfg.quantization != "none" and self.device.type != "cuda":
-                raise ConfigError(f"{role}.quantization == {model_cfg.quantization!r} needs a "
+            model = getattr(self.cfg, role)
+            check_hub_model(model.name, model.revision, role)
+            if model.quantization != "none" and self.device.type != "cuda":
+                raise ConfigError(f"{role}.quantization == {model.quantization!r} needs a "
                                   f"CUDA device (device is {self.device.type}).")
-            check_lora_targets(model_cfg, self.cfg.lora)
+            check_lora_targets(model, self.cfg.lora)
+            tokenizer = self.tokenizer(role)  # loaded now, reused by the stages
+            if self.cfg.data.chat_template:
+                check_chat_template(tokenizer)
 
     def _scratch_fingerprint(self, stage: str, fp: str) -> str:
         """What a stage's resumable work depends on: its result's inputs, and for score shards
@@ -390,7 +425,9 @@ class Pipeline:
         columns = ["id", "region", f"small_{score}", f"target_{score}"]
         rows = [(data.ids[i], r, data.scores[score][i], selector.target_scores[int(i)])
                 for r, idx in plan.items() for i in idx]
-        write_table(self.run / "verification.csv", pd.DataFrame(rows, columns=columns))
+        table = pd.DataFrame(rows, columns=columns)
+        write_table(self.run / "verification.csv", table)
+        _warn_if_low_agreement(table[columns[2]].to_numpy(float), table[columns[3]].to_numpy(float))
         return {"target_samples": len(rows)}
 
     def _target_scorer(self, indices: np.ndarray) -> np.ndarray:
@@ -417,11 +454,11 @@ class Pipeline:
     def _source_lines(self, n: int):
         """Where the coreset rows come from: the source file's own lines when it is JSON Lines
         (no parsing: fast at millions of rows, rows unchanged), else the parsed rows."""
-        from .data.source_lines import ParsedRows, SourceLines
+        from .data.source_lines import ParsedRows, SourceLines, with_id
 
         c = self.cfg.data
         lines = None if c.path == "demo" else SourceLines.open(c.path, n, c.max_samples)
-        return lines or ParsedRows([e.row for e in self.examples])
+        return lines or ParsedRows([with_id(e.row, c.id_field, e.id) for e in self.examples])
 
     def _stage_pick(self) -> dict:
         from .data.source_lines import text_lines
@@ -439,28 +476,35 @@ class Pipeline:
             selector.target_scores.update(zip(position.tolist(),
                                               verification.iloc[:, 3].astype(float)))
         lines = self._source_lines(data.n)
-        summary = {}
-        # Until every rate folder is in place there is no summary.json: it lists only whole
-        # folders of this pick, and readers (report, bench) read nothing half-done.
-        (self.run / "selections" / "summary.json").unlink(missing_ok=True)
+        root = selections_dir(self.run.path, s.method)
+        basis = self.fingerprints()["pick-basis"]
+        summary = _earlier_rates(root, basis)
+        # Until every rate folder is in place there is no summary.json: readers (report,
+        # bench) read nothing half-done. (Rate folders of earlier picks stay on disk.)
+        (root / "summary.json").unlink(missing_ok=True)
         for p in s.pruning_rates:
             m = coreset_size(data.n, p)
-            chosen = selector.select(data, m, self.cfg.seed)
-            folder = self.run / "selections" / rate_dir(p)
+            # File order in both files: line k of ids.txt is the id of line k of coreset.jsonl.
+            chosen = np.sort(selector.select(data, m, self.cfg.seed))
+            folder = root / rate_dir(p)
+            ids = np.asarray(data.ids)[chosen]
             table = getattr(selector, "table_", None)
 
-            def write(tmp, chosen=chosen, table=table):
-                write_atomic(tmp / "ids.txt", "".join(text_lines(np.asarray(data.ids)[chosen])))
+            def write(tmp, chosen=chosen, ids=ids, table=table):
+                write_atomic(tmp / "ids.txt", "".join(text_lines(ids)))
                 if table is not None:
                     write_table(tmp / "regions.csv", pd.DataFrame([asdict(r) for r in table]))
-                write_atomic(tmp / "coreset.jsonl", lines.subset(np.sort(chosen)))
+                write_atomic(tmp / "coreset.jsonl",
+                             lines.subset(chosen, ids, self.cfg.data.id_field))
 
             # A rate folder is written aside and renamed into place: a kill leaves the old one
             # or the new one, never ids.txt of one pick beside coreset.jsonl of another.
             write_dir_atomic(folder, write)
-            summary[rate_dir(p)] = {"pruning_rate": p, "n": data.n, "m": m, "method": s.method}
+            summary[rate_dir(p)] = {"pruning_rate": p, "n": data.n, "m": m, "method": s.method,
+                                    "basis": basis, "current": True}
             log.info("p = %.2f: kept %d of %d samples -> %s", p, m, data.n, folder)
-        write_json(self.run / "selections" / "summary.json", summary)
+        summary = dict(sorted(summary.items(), key=lambda kv: kv[1]["pruning_rate"]))
+        write_json(root / "summary.json", summary)
         return {"rates": list(summary), "method": s.method}
 
 
@@ -489,6 +533,34 @@ def _variant_options(s) -> tuple:
     return (changed,) if changed else ()
 
 
+def _warn_if_low_agreement(small: np.ndarray, target: np.ndarray) -> None:
+    """STAFF rests on the small model ranking samples as the target does; say so in the log
+    when, on the verified samples, it does not (the report explains it in place too)."""
+    if len(small) < 3 or np.ptp(small) == 0 or np.ptp(target) == 0:
+        return
+    from scipy.stats import spearmanr
+
+    from .report.html import LOW_RHO, low_agreement_note
+
+    rho = float(spearmanr(small, target).statistic)
+    if np.isnan(rho) or rho < LOW_RHO:
+        log.warning(low_agreement_note(rho))
+
+
+def _earlier_rates(root, basis: str) -> dict:
+    """The rate folders an earlier pick left in ``root`` (listed in its summary.json, ids.txt
+    on disk), marked current when they were picked from the same scores and options as now."""
+    import json
+
+    try:
+        earlier = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {name: dict(info, current=info.get("basis") == basis)
+            for name, info in earlier.items()
+            if isinstance(info, dict) and (root / name / "ids.txt").is_file()}
+
+
 def _options(section, *ignore: str) -> dict:
     """A config section's options minus those that cannot change a stage's result (how often
     to checkpoint): changing them must not redo the stage."""
@@ -509,6 +581,37 @@ def _missing_target(indices) -> np.ndarray:  # pragma: no cover - a corrupted ru
     raise RuntimeError("verification.csv lacks samples the selection needs; redo `staff verify`.")
 
 
-def select(cfg: RunConfig, show_progress: bool = True) -> SelectionResult:
-    """Python API: run every stage of ``cfg`` (skipping the finished ones)."""
-    return Pipeline(cfg, show_progress=show_progress).run_all()
+IN_MEMORY = "<in-memory>"  # data.path of a run on data handed over in Python (no file)
+
+
+def select(cfg, show_progress: bool = True, data=None) -> SelectionResult:
+    """Python API: run every stage of ``cfg`` (skipping the finished ones).
+
+    ``cfg``: a RunConfig, a YAML path or a config mapping. ``data``: a ``datasets.Dataset``
+    (or a list of row dicts) to select from instead of ``data.path``, which may then be left
+    out; the run records ``data.path: <in-memory>`` and re-running with the same rows reuses
+    the finished stages (the rows themselves are fingerprinted). The coreset comes back as a
+    Dataset: ``result.coreset(0.9)``."""
+    from pathlib import Path
+
+    from .config import config_from_dict, load_config
+
+    override = {"data.path": IN_MEMORY} if data is not None else None
+    if isinstance(cfg, (str, Path)):
+        cfg = load_config(cfg, override)
+    elif isinstance(cfg, dict):
+        from .config import apply_overrides
+
+        cfg = config_from_dict(apply_overrides(_deepcopy(cfg), override))
+    elif data is not None:
+        cfg = replace(cfg, data=replace(cfg.data, path=IN_MEMORY))
+    rows = None
+    if data is not None:
+        rows = data.to_list() if hasattr(data, "to_list") else [dict(r) for r in data]
+    return Pipeline(cfg, show_progress=show_progress, rows=rows).run_all()
+
+
+def _deepcopy(tree: dict) -> dict:
+    import copy
+
+    return copy.deepcopy(tree)

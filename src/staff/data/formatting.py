@@ -20,8 +20,10 @@ Formats (``data.format``):
 With ``data.chat_template`` the prompt (stripped) or the context turns go through the
 tokenizer's chat template instead; see ``tokenize_examples``.
 
-Row numbers in messages are 0-based positions in the row list (the same numbers that serve as
-ids for rows without an id).
+Rows are counted from 1 everywhere: "row 1" is the first row (in a JSON Lines file without
+blank lines, line 1), messages about a file's syntax name its 1-based line, and a row without an
+id gets its row number as id ("1" for the first row), so an error, an id and the row a user
+opens in an editor agree.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def to_examples(rows: list[dict], cfg: DataConfig, source: str = "data") -> list
     fmt = detect_format(rows[0], source) if cfg.format == "auto" else cfg.format
     examples: list[Example] = []
     first_row: dict[str, int] = {}
-    for number, row in enumerate(rows):
+    for number, row in enumerate(rows, start=1):
         if not isinstance(row, Mapping):
             raise DataError(f"{source} row {number}: a {type(row).__name__}, expected a mapping")
         value = row.get(cfg.id_field)
@@ -241,7 +243,8 @@ def _added_suffix(tokenizer) -> int:
 
 def check_chat_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        name = (getattr(tokenizer, "staff_model_name", None) or getattr(tokenizer, "name_or_path", "")
+                or type(tokenizer).__name__)
         raise DataError(f"data.chat_template is true but the tokenizer of {name} has no chat "
                         "template")
 

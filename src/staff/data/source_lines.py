@@ -53,9 +53,16 @@ class SourceLines:
             return None  # not one object per line (e.g. pretty-printed objects)
         return cls(data, starts, ends, lines[:n_rows])
 
-    def subset(self, rows: np.ndarray) -> bytes:
-        """The given rows (ascending), one line each, in file order."""
-        lines = self._line_of_row[np.asarray(rows, dtype=np.int64)]
+    def subset(self, rows: np.ndarray, ids=None, id_field: str = "id") -> bytes:
+        """The given rows (ascending), one line each, in file order. With ``ids`` (the rows'
+        sample ids), a row whose id is its row number and which lacks ``id_field`` gets it
+        added, so that every coreset row names its id."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if ids is not None and len(rows):
+            numbered = np.flatnonzero(np.asarray(ids).astype(str) == (rows + 1).astype(str))
+            if len(numbered):
+                return self._with_ids(rows, np.asarray(ids), numbered, id_field)
+        lines = self._line_of_row[rows]
         if not len(lines):
             return b""
         # Neighbouring lines are one contiguous range: copy runs, not single lines.
@@ -65,6 +72,30 @@ class SourceLines:
         data = self._data
         return b"\n".join(data[a:b] for a, b in zip(self._starts[first].tolist(),
                                                      self._ends[last].tolist())) + b"\n"
+
+
+    def _with_ids(self, rows, ids, numbered, id_field: str) -> bytes:
+        """Like ``subset``, with ``id_field`` added to the rows at positions ``numbered`` that
+        lack it (only those lines are parsed; the others are copied unchanged)."""
+        data, out = self._data, []
+        lines = self._line_of_row[rows]
+        fix = set(numbered.tolist())
+        for k, (a, b) in enumerate(zip(self._starts[lines].tolist(), self._ends[lines].tolist())):
+            line = bytes(data[a:b])
+            if k in fix:
+                row = json.loads(line)
+                if row.get(id_field) in (None, ""):
+                    line = json.dumps(with_id(row, id_field, str(ids[k])),
+                                      ensure_ascii=False).encode("utf-8")
+            out.append(line)
+        return b"\n".join(out) + b"\n"
+
+
+def with_id(row: dict, id_field: str, sid: str) -> dict:
+    """The row with its sample id in ``id_field`` (first), when it has none of its own."""
+    if row.get(id_field) not in (None, ""):
+        return row
+    return {id_field: sid, **{k: v for k, v in row.items() if k != id_field}}
 
 
 def text_lines(values) -> list[str]:
@@ -77,10 +108,10 @@ class ParsedRows:
     however many pruning rates are written."""
 
     def __init__(self, rows: list[dict]):
-        self.rows = rows
+        self.rows = rows  # with their ids (``with_id``): every coreset row names its id
         self._lines: list[str] | None = None
 
-    def subset(self, indices) -> str:
+    def subset(self, indices, ids=None, id_field: str = "id") -> str:
         if self._lines is None:
             self._lines = np.array([json.dumps(r, ensure_ascii=False, default=_plain)
                                     for r in self.rows], dtype=object)

@@ -28,7 +28,7 @@ FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 _HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     return bool(_HUB_ID.match(text)) and not text.lower().endswith(FILE_SUFFIXES)
 
 
@@ -48,7 +48,7 @@ def load_rows(cfg: DataConfig) -> list[dict]:
             rows = _read_file(path)
         elif path.is_dir() and _is_saved_dataset(path):
             rows = _read_saved(path, cfg.split, cfg.max_samples)
-        elif path.is_dir() or _looks_like_hub_id(cfg.path):
+        elif path.is_dir() or looks_like_hub_id(cfg.path):
             # A plain folder of data files also goes through load_dataset, which reads those.
             rows = _read_hub(cfg.path, cfg.hub_config, cfg.split, cfg.max_samples)
         elif path.exists():  # /dev/null, a FIFO, a socket: not data we can read
@@ -97,7 +97,7 @@ def _read_json(path: Path) -> list[dict]:
             items = json.loads(text)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-        for i, item in enumerate(items):
+        for i, item in enumerate(items, start=1):  # rows count from 1, as everywhere
             if not isinstance(item, dict):
                 raise DataError(f"{path}: item {i} of the list is a {_json_type(item)}, "
                                 "expected an object")

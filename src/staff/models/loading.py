@@ -6,8 +6,10 @@ offline demo models that install from the package index (``offline:...``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -131,6 +133,35 @@ def check_lora_targets(cfg: ModelConfig, lora: LoraConfig) -> None:
                          f"{cfg.name}; its linear layers: {', '.join(sorted(names))}.")
 
 
+def check_hub_model(name: str, revision: str | None = None, role: str = "model") -> None:
+    """A hub id must be in the local cache or on the hub, found with one quick request: an
+    unknown id would otherwise surface only when the model loads, after minutes of work and
+    retries (transformers retries each file five times when the hub cannot be reached)."""
+    import os
+
+    source, extra = resolve_source(name)
+    if extra or Path(source).exists():
+        return  # a local folder, a .gguf file or an offline demo model: resolve_source checked it
+    from huggingface_hub import model_info, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no"):
+        raise ModelError(f"{role}.name {name}: not in the local cache, and HF_HUB_OFFLINE is set.")
+    try:
+        model_info(name, revision=revision, timeout=15)
+    except Exception as err:  # noqa: BLE001 - not found, gated, or no network: one line each
+        kind = type(err).__name__
+        if "NotFound" in kind:
+            why = f"no such model{' revision' if 'Revision' in kind else ''} on the hub"
+        elif "Gated" in kind:
+            why = "a gated model: accept its licence on the hub and log in (hf auth login)"
+        else:
+            why = (f"not in the local cache, and the hub cannot be reached ({kind}: "
+                   f"{str(err).strip().splitlines()[0] if str(err).strip() else kind})")
+        raise ModelError(f"{role}.name {name}: {why}.") from None
+
+
 def load_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
@@ -146,6 +177,7 @@ def load_tokenizer(cfg: ModelConfig):
     if tokenizer.pad_token_id is None:
         raise ModelError(f"the tokenizer of {cfg.name} has no pad, eos or unk token to pad with.")
     tokenizer.padding_side = "right"
+    tokenizer.staff_model_name = cfg.name  # errors name the model, not its cache folder
     return tokenizer
 
 
@@ -195,7 +227,19 @@ def attach_lora(model, cfg: LoraConfig, seed: int, dropout: float | None = None)
         r=cfg.r, lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout if dropout is None else dropout,
         target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-    return get_peft_model(model, peft_cfg)
+    with _no_peft_deprecation():
+        return get_peft_model(model, peft_cfg)
+
+
+@contextlib.contextmanager
+def _no_peft_deprecation():
+    """PEFT reads transformers' deprecated ``is_gradient_checkpointing`` whenever it wraps a
+    model, and transformers warns (FutureWarning) each time: twice a run, 67 times in the
+    tests, about code that is neither ours nor the user's. Silenced where PEFT wraps a model."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def load_adapter(model, adapter_dir: str | Path, trainable: bool = True):
@@ -204,13 +248,11 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool = True):
     PEFT only warns when the adapter has weights for modules the model lacks (an adapter of a
     deeper model) or lacks some the model has; both mean another architecture, so both are
     errors here, as is a shape mismatch."""
-    import warnings
-
     from peft import PeftModel, get_peft_model_state_dict
 
     adapter_dir = Path(adapter_dir)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_peft_deprecation():
             warnings.filterwarnings("ignore", message="Found missing adapter keys")
             peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     except Exception as err:  # noqa: BLE001

@@ -4,6 +4,6 @@ Reads the run's files only; never imports torch or transformers, never loads a m
 """
 
 from staff.report.figures import plot_benchmark
-from staff.report.html import ReportError, build_report
+from staff.report.html import ReportError, build_report, build_reports
 
-__all__ = ["ReportError", "build_report", "plot_benchmark"]
+__all__ = ["ReportError", "build_report", "build_reports", "plot_benchmark"]

@@ -39,7 +39,8 @@ class Rate:
     n: int
     m: int
     ids: list[str]
-    regions: pd.DataFrame
+    regions: pd.DataFrame | None   # STAFF's region table; None for other methods
+    current: bool = True           # False: left by an earlier pick with other scores/options
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Run:
     verification: pd.DataFrame
     rates: list[Rate]
     timings: dict[str, float] = field(default_factory=dict)
+    method: str = "staff"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -74,23 +76,33 @@ def _json(path: Path):
         raise ReportError(f"{path}: cannot read it ({err}).")
 
 
-def read_run(run_dir: str | Path) -> Run:
-    """Everything the report shows, from the run folder's files."""
+def read_run(run_dir: str | Path, method: str | None = None) -> Run:
+    """Everything the report on ``method``'s coresets shows (default: STAFF's, else the
+    folder's only method), from the run folder's files."""
     from ..config import config_from_dict
+    from ..results import methods_in, selections_dir
 
     path = Path(run_dir)
     if not path.is_dir():
         raise ReportError(f"{path} is not a folder.")
-    summary_path = path / "selections" / "summary.json"
+    if method is None:
+        method = (methods_in(path) or ["staff"])[0]
+    summary_path = selections_dir(path, method) / "summary.json"
     if not (path / "config.yaml").is_file() or not summary_path.is_file():
         raise ReportError(f"{path} is not a finished run folder: it has no config.yaml or no "
-                          "selections/summary.json (run `staff select` first).")
+                          f"{summary_path.relative_to(path)} (run `staff select` first).")
     try:
         cfg = config_from_dict(yaml.safe_load((path / "config.yaml").read_text("utf-8")) or {})
     except yaml.YAMLError as err:
         raise ReportError(f"{path / 'config.yaml'}: not valid YAML ({err}).")
-    scores = _csv(path / "scores.csv", ("id", "effort"))
-    verification = _csv(path / "verification.csv", ("id", "region"))
+    if method == "staff":
+        scores = _csv(path / "scores.csv", ("id", "effort"))
+        verification = _csv(path / "verification.csv", ("id", "region"))
+    else:  # the baselines' scores are the fine-tuned target's; random has none
+        target = path / "target_scores.csv"
+        scores = (_csv(target, ("id",)) if method not in ("random", "length") and target.is_file()
+                  else pd.DataFrame(columns=["id"]))
+        verification = pd.DataFrame(columns=["id", "region", "small_effort", "target_effort"])
     # Columns are small_<score> / target_<score>: effort by default, el2n or loss when the
     # run used another speculative score (selection.score).
     pair = [c for c in verification.columns if c.startswith(("small_", "target_"))]
@@ -99,26 +111,36 @@ def read_run(run_dir: str | Path) -> Run:
                                                     pair[1]: "target_effort"})
     rates = []
     for name, info in sorted(_json(summary_path).items(), key=lambda kv: kv[1]["pruning_rate"]):
-        folder = path / "selections" / name
+        folder = summary_path.parent / name
         ids_path = folder / "ids.txt"
         if not ids_path.is_file():
             raise ReportError(f"{ids_path} is missing: not a finished run folder.")
         ids = ids_path.read_text(encoding="utf-8").splitlines()
-        regions = _csv(folder / "regions.csv", ("region", "lo", "hi", "size", "verified",
-                                                "factor", "budget", "selected"))
+        regions = (_csv(folder / "regions.csv", ("region", "lo", "hi", "size", "verified",
+                                                 "factor", "budget", "selected"))
+                   if method == "staff" else None)
         rates.append(Rate(name, float(info["pruning_rate"]), int(info["n"]), int(info["m"]),
-                          ids, regions))
-    return Run(path, cfg, scores, verification, rates, _timings(path))
+                          ids, regions, bool(info.get("current", True))))
+    return Run(path, cfg, scores, verification, rates, _timings(path, method), method)
 
 
-def _timings(path: Path) -> dict[str, float]:
-    """timings.json, else the seconds recorded in state.json; stages in run order."""
+def _timings(path: Path, method: str = "staff") -> dict[str, float]:
+    """timings.json, else the seconds recorded in state.json; stages in run order; only the
+    stages ``method`` runs (a folder shared by several methods records them all)."""
     if (path / "timings.json").is_file():
         raw = _json(path / "timings.json")
     elif (path / "state.json").is_file():
         raw = {k: v.get("seconds", 0.0) for k, v in _json(path / "state.json")["stages"].items()}
     else:
         return {}
+    from ..results import TARGET_STAGES
+
+    if method in ("random", "length"):
+        raw = {s: t for s, t in raw.items() if s == "pick"}
+    elif method != "staff":
+        raw = {s: t for s, t in raw.items() if s in TARGET_STAGES}
+    else:
+        raw = {s: t for s, t in raw.items() if s not in TARGET_STAGES or s == "pick"}
     order = [s for s in STAGE_ORDER if s in raw] + [s for s in raw if s not in STAGE_ORDER]
     return {s: float(raw[s]) for s in order}
 
@@ -169,11 +191,9 @@ def region_edges(regions: pd.DataFrame, k: int) -> np.ndarray:
 def composition(run: Run) -> tuple[str | None, pd.DataFrame | None, str]:
     """(field, shares per value: full data and each coreset, note). Shares None -> skipped,
     and the note says why."""
-    from ..data import load_rows, to_examples
-
     data_cfg = run.cfg.data
     try:
-        examples = to_examples(load_rows(data_cfg), data_cfg, source=data_cfg.path)
+        examples = _examples(run)
     except Exception as err:  # a moved/unreadable data set only costs this section
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return None, None, f"the run's data ({data_cfg.path}) could not be read: {reason}."
@@ -201,6 +221,99 @@ def composition(run: Run) -> tuple[str | None, pd.DataFrame | None, str]:
     note = (f"{unknown} selected id(s) are not in the data any more: it changed since the run."
             if unknown else "")
     return name, counts / counts.sum(), note
+
+
+def _examples(run: Run):
+    """The run's samples, read once per report (composition and flagged rows need them)."""
+    if "_examples" not in run.__dict__:
+        from ..data import load_rows, to_examples
+
+        data_cfg = run.cfg.data
+        run.__dict__["_examples"] = to_examples(load_rows(data_cfg), data_cfg,
+                                                source=data_cfg.path)
+    return run.__dict__["_examples"]
+
+
+FLAG_FIELD = "note"  # the demo data marks its planted rows: note = duplicate / wrong_answer
+
+
+def flagged_counts(run: Run) -> pd.DataFrame | None:
+    """Rows flagged in the data (field ``note``, as the demo plants duplicates and wrong
+    answers "for selection to find"), per coreset: how many it kept, against the mean of a
+    uniform random draw of the same size, count * m / N (the hypergeometric mean). None when
+    no row has the field."""
+    try:
+        examples = _examples(run)
+    except Exception:  # noqa: BLE001 - the composition section already says why
+        return None
+    flag_of = {e.id: e.row.get(FLAG_FIELD) for e in examples
+               if e.row.get(FLAG_FIELD) not in (None, "")}
+    if not flag_of:
+        return None
+    totals = pd.Series(list(flag_of.values())).value_counts().sort_index()
+    rows = []
+    for rate in run.rates:
+        kept = pd.Series([flag_of[i] for i in rate.ids if i in flag_of]).value_counts()
+        for value, total in totals.items():
+            rows.append({"pruning rate": f"{rate.pruning_rate:.2f}", FLAG_FIELD: value,
+                         "in the data": int(total), "kept": int(kept.get(value, 0)),
+                         "random draw of m (mean)": round(total * rate.m / len(examples), 1)})
+    return pd.DataFrame(rows)
+
+
+def _flagged_section(run: Run) -> str:
+    table = flagged_counts(run)
+    if table is None:
+        return ""
+    return ("<h2>Flagged rows kept</h2>" + _read(
+        f"rows the data marks in its field <code>{FLAG_FIELD}</code> (the demo plants "
+        "duplicates and wrong answers), counted in each coreset beside what a uniform random "
+        "draw of the same size keeps on average. Fewer than random: the selection avoids them; "
+        "more: it favours them (a wrong answer is hard to fit, so a gradient-norm score can "
+        "rate it highly). Shown as it is, not as a goal the method promises.") + _table(table))
+
+
+def _zero_region_note(rate: Rate) -> str:
+    """Why a crowded region with a high V_i can get nothing (Eq. 4), in place: regions are
+    visited fewest samples first, and each visit takes m_B = floor((m - |D'|) V_i / |B|) of
+    what is left, so the densest region comes last and finds the budget spent."""
+    t = rate.regions.reset_index(drop=True)  # regions.csv is in visit order
+    empty = t[(t["selected"] == 0) & (t["size"] > 0)]
+    if empty.empty:
+        return ""
+    densest = t["size"].idxmax()
+    notes = []
+    for i, row in empty.iterrows():
+        before = int(np.minimum(t["budget"][:i], t["size"][:i]).sum())
+        what = []
+        if i == densest:
+            what.append("the densest region")
+        if row["factor"] >= t["factor"].max():
+            what.append(f"the highest V_i ({_num(row['factor'])})")
+        label = f" ({' and '.join(what)})" if what else ""
+        notes.append(f"region {int(row['region'])}{label}, {int(row['size'])} samples, visited "
+                     f"{i + 1} of {len(t)}: the regions before it took {before} of m = "
+                     f"{rate.m}")
+    return ('<p class="note">0 samples from ' + _e("; ".join(notes)) + ". STAFF's Eq. 4 "
+            "visits regions in order of size, fewest samples first, and gives each "
+            "m_B = ⌊(m − |D'|) · V_i / |B|⌋ of the budget still left (|B| = regions not yet "
+            "visited), so a region visited late can find it spent whatever its V_i. That is the "
+            "paper's rule (it favours sparse regions, where redundancy is low); "
+            "<code>selection.budget_rule: share</code> divides by the sum of V over the "
+            "unvisited regions instead.</p>")
+
+
+LOW_RHO = 0.3  # below this the small model's ranking says little about the target's
+
+
+def low_agreement_note(rho: float) -> str:
+    """One line on why a low Spearman's rho matters (also logged after verify)."""
+    shown = "undefined" if np.isnan(rho) else f"{rho:.2f}"
+    return (f"Spearman's ρ between small and target scores on the verified samples is {shown} "
+            f"(< {LOW_RHO}): the small model's scores barely predict the target's here, so the "
+            "regions say little about the target and V_i carries the selection. STAFF assumes "
+            "a small model of the target's family (same tokenizer); with another family "
+            "(the demo: SmolLM2 -> Gemma) expect this.")
 
 
 def _value(v) -> str:
@@ -253,13 +366,47 @@ def _num(v) -> str:
     return figures._fmt(float(v))
 
 
+METHODS = {  # what a baseline's report says it did (README, "Baselines and ablations")
+    "random": "a uniform random draw of m samples (no model)",
+    "length": "the m samples with the most response tokens, as the target's tokenizer counts "
+              "them (no model)",
+    "grand": "the m samples with the highest gradient norm on the fine-tuned target (GraNd)",
+    "el2n": "the m samples with the highest EL2N on the fine-tuned target",
+    "ccs": "CCS: equal-width strata over EL2N on the fine-tuned target, visited smallest "
+           "first, each drawn at random",
+    "d2": "D2 Pruning: message passing on a kNN graph over the fine-tuned target's embeddings",
+}
+
+
+def _overview(run: Run) -> str:
+    from ..results import selections_dir
+
+    where = selections_dir(Path("."), run.method).as_posix()
+    rows = [{"pruning rate": f"{r.pruning_rate:.2f}", "coreset m": r.m, "of N": r.n,
+             "selected ids": len(r.ids), "coreset file": f"{where}/{r.name}/coreset.jsonl"}
+            for r in run.rates]
+    stale = [r for r in run.rates if not r.current]
+    note = ""
+    if stale:  # kept on disk by `staff pick -p` with other scores or options: say so
+        for row, r in zip(rows, run.rates):
+            row["picked"] = "now" if r.current else "earlier, other options"
+        note = (f'<p class="note">{len(stale)} coreset(s) on disk come from an earlier pick '
+                "with other scores or options than this run's; they are listed, but the "
+                "figures below describe them with today's scores. Pick them again (`staff "
+                "pick -p ...`) or delete their folders.</p>")
+    return _table(pd.DataFrame(rows)) + note
+
+
 def _header(run: Run) -> str:
     c, s = run.cfg, run.cfg.selection
-    n = len(run.scores)
-    overview = pd.DataFrame([{"pruning rate": f"{r.pruning_rate:.2f}", "coreset m": r.m,
-                              "of N": r.n, "selected ids": len(r.ids),
-                              "coreset file": f"selections/{r.name}/coreset.jsonl"}
-                             for r in run.rates])
+    n = run.rates[0].n if run.rates else len(run.scores)
+    if run.method != "staff":
+        return (f"<h1>{_e(run.method)} selection report</h1>"
+                f'<p class="meta">Run folder <code>{_e(run.path.resolve())}</code> · written '
+                f"{time.strftime('%Y-%m-%d %H:%M')}</p>"
+                f"<p>{n} samples from <code>{_e(c.data.path)}</code>. Method "
+                f"<code>{_e(run.method)}</code>: {_e(METHODS.get(run.method, ''))}. Seed "
+                f"{c.seed}.</p>" + _overview(run))
     return (f"<h1>STAFF selection report</h1>"
             f'<p class="meta">Run folder <code>{_e(run.path.resolve())}</code> · written '
             f"{time.strftime('%Y-%m-%d %H:%M')}</p>"
@@ -269,7 +416,7 @@ def _header(run: Run) -> str:
             f"b_v = {s.verify_per_region} verified per region, {len(run.verification)} "
             f"samples scored on the target. Normalisation <code>{_e(s.normalize)}</code>, "
             f"budget rule <code>{_e(s.budget_rule)}</code>, draw <code>{_e(s.within_region)}"
-            f"</code>, hard prune {s.hard_prune:g}, seed {c.seed}.</p>" + _table(overview))
+            f"</code>, hard prune {s.hard_prune:g}, seed {c.seed}.</p>" + _overview(run))
 
 
 def _scores_section(run: Run) -> str:
@@ -303,6 +450,7 @@ def _regions_section(run: Run) -> str:
         table = table.sort_values("region").rename(columns={"factor": "V_i"})
         fmt = {"lo": _num, "hi": _num, "V_i": _num}
         opened = " open" if len(table) <= 15 else ""
+        parts.append(_zero_region_note(rate))
         parts.append(f"<details{opened}><summary>Region table, {len(table)} non-empty regions "
                      f"(visit = the order STAFF visited them: fewest samples first)</summary>"
                      f"{_table(table, fmt)}</details>")
@@ -325,7 +473,9 @@ def _agreement_section(run: Run) -> str:
              f'<td id="rand-index">{figures._fmt(ri)}</td></tr>'
              f"<tr><th>adjusted Rand index (0 = chance)</th>"
              f'<td id="adjusted-rand-index">{figures._fmt(ari)}</td></tr></table>')
-    return (head + _img(png, "small vs target scores") + _read(
+    low = (f'<p class="note">{_e(low_agreement_note(rho))}</p>'
+           if np.isnan(rho) or rho < LOW_RHO else "")
+    return (head + low + _img(png, "small vs target scores") + _read(
         "each dot is one verified sample: its effort on the small model (x) and on the target "
         "(y), coloured by its region. ρ near 1: the two models rank samples alike, so the "
         "small model's scores can stand in for the target's. The Rand index splits each "
@@ -369,9 +519,15 @@ def _timings_section(run: Run) -> str:
                              "share": "100 %"}
     return (head + _img(figures.timings_chart(run.timings), "stage wall times")
             + _read("seconds each stage took in the run that produced this folder (a stage "
-                    "skipped on a re-run keeps its first time). train-small and score touch "
-                    "every sample on the small model; verify is the only stage that runs the "
-                    "target, on K·b_v samples at most.") + _table(table))
+                    "skipped on a re-run keeps its first time). "
+                    + ("train-small and score touch every sample on the small model; verify is "
+                       "the only stage that runs the target, on K·b_v samples at most."
+                       if run.method == "staff" else
+                       "train-target and score-target fine-tune the target and score every "
+                       "sample on it (shared by the baselines run in one folder)."
+                       if run.method not in ("random", "length") else
+                       "this method needs no model."))
+            + _table(table))
 
 
 def benchmark_section(results: list[dict]) -> str:
@@ -384,20 +540,47 @@ def benchmark_section(results: list[dict]) -> str:
                     "at high pruning rates.") + _table(table))
 
 
-def build_report(run_dir: str | Path, *, benchmark: list[dict] | None = None) -> Path:
-    """Write ``run_dir/report.html`` (atomically) and return its path. ``benchmark``: rows
-    for :func:`benchmark_section`, left out when None."""
-    run = read_run(run_dir)
+def build_report(run_dir: str | Path, *, method: str | None = None,
+                 benchmark: list[dict] | None = None) -> Path:
+    """Write the report on ``method``'s coresets (default: STAFF's, else the folder's only
+    method) atomically -- ``report.html`` for STAFF, ``report-<method>.html`` for another --
+    and return its path. ``benchmark``: rows for :func:`benchmark_section`, left out when None."""
+    from ..results import report_name
+
+    run = read_run(run_dir, method)
     if not run.rates:
         raise ReportError(f"{run.path / 'selections' / 'summary.json'} lists no pruning rate.")
-    body = [_header(run), _scores_section(run), _regions_section(run),
-            _agreement_section(run), _composition_section(run), _timings_section(run)]
+    if run.method == "staff":
+        body = [_header(run), _scores_section(run), _regions_section(run),
+                _agreement_section(run), _composition_section(run), _flagged_section(run),
+                _timings_section(run)]
+    else:  # no regions and no small model: what was kept, and what it cost
+        body = [_header(run), _composition_section(run), _flagged_section(run),
+                _timings_section(run)]
     if benchmark:
         body.append(benchmark_section(benchmark))
+    body = _numbered(body)
+    title = "STAFF" if run.method == "staff" else run.method
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>STAFF report: {_e(run.path.name)}</title><style>{CSS}</style></head>"
+            f"<title>{_e(title)} report: {_e(run.path.name)}</title><style>{CSS}</style></head>"
             f"<body>\n" + "\n".join(body) + "\n</body></html>\n")
-    out = run.path / "report.html"
+    out = run.path / report_name(run.method)
     write_atomic(out, page)
     log.info("report written: %s", out)
     return out
+
+
+def _numbered(parts: list[str]) -> list[str]:
+    """Sections numbered in the order shown (a baseline's report leaves some out)."""
+    import re
+
+    count = iter(range(1, 100))
+    return [re.sub(r"<h2>(?:\d+\. )?", lambda _: f"<h2>{next(count)}. ", part) for part in parts]
+
+
+def build_reports(run_dir: str | Path) -> list[Path]:
+    """A report for every method with coresets in the folder (``staff report``)."""
+    from ..results import methods_in
+
+    methods = methods_in(run_dir) or [None]  # None: read_run names what is missing
+    return [build_report(run_dir, method=m) for m in methods]

@@ -16,6 +16,38 @@ import numpy as np
 from ..config import ConfigError, SelectionConfig
 
 
+def auto_sizes(n: int) -> tuple[int, int]:
+    """(K, b_v) scaled to N when the config leaves them unset. The paper's K = 50, b_v = 10
+    (500 samples on the target) suit tens of thousands of samples; on small data they verify
+    much of the data on the target (N = 200: 48%) or fail (N = 20 < K). The rule keeps about
+    20 samples per region, K = min(50, max(1, N // 20)), and lets the target score at most
+    10% of N (and at most the paper's 500): b_v = min(10, max(1, min(500, N // 10) // K)).
+    N >= 5000 gives the paper's values."""
+    k = min(50, max(1, n // 20))
+    return k, min(10, max(1, min(500, n // 10) // k))
+
+
+def resolve_sizes(n: int, cfg: SelectionConfig) -> SelectionConfig:
+    """``cfg`` with unset K / b_v replaced by :func:`auto_sizes` of N (the same object when
+    both are set)."""
+    import dataclasses
+    import logging
+
+    if cfg.regions is not None and cfg.verify_per_region is not None:
+        return cfg
+    k, b = auto_sizes(n)
+    k = k if cfg.regions is None else cfg.regions
+    if cfg.verify_per_region is None:
+        b = min(10, max(1, min(500, n // 10) // k))
+    else:
+        b = cfg.verify_per_region
+    logging.getLogger(__name__).info(
+        "selection.regions = %d, selection.verify_per_region = %d: scaled to N = %d by "
+        "K = min(50, max(1, N // 20)), b_v = min(10, max(1, min(500, N // 10) // K)) "
+        "(set them to choose)", k, b, n)
+    return dataclasses.replace(cfg, regions=k, verify_per_region=b)
+
+
 def check_sizes(n: int, cfg: SelectionConfig) -> None:
     """Options that cannot work with N samples, as one-line errors before any work."""
     if cfg.method == "staff" and cfg.regions > n:
