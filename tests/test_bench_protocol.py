@@ -293,3 +293,29 @@ def test_processes_running_other_parts_share_a_bench_folder(tmp_path, translatio
                           "length/p0.50/s0", "length/p0.50/s1"}  # full_seeds: only s0
     with pytest.raises(ConfigError, match=r"parts == \[3\], must be numbers in 1..2"):
         first.run(parts=[3])
+
+
+def test_bench_and_finetune_configs_read_relative_data_paths_from_their_folder(
+        tmp_path, translation_files, tiny_model_dir, monkeypatch):
+    """As run configs do: a shipped config works from any working directory."""
+    from staff.bench import load_bench_config
+    from staff.evaluation.config import load_train_eval_config
+
+    folder = tmp_path / "configs" / "bench"
+    folder.mkdir(parents=True)
+    tree = yaml.safe_load(bench_file(tmp_path, translation_files, tiny_model_dir).read_text())
+    tree["select"]["data"]["path"] = "../../train.jsonl"     # tmp_path/train.jsonl
+    tree["eval"]["path"] = "../../test.jsonl"
+    (folder / "b.yaml").write_text(yaml.safe_dump(tree))
+    train = {k: v for k, v in tree.items() if k in ("lora", "finetune", "eval")}
+    train.update(data=tree["select"]["data"], model={"name": tiny_model_dir})
+    (folder / "t.yaml").write_text(yaml.safe_dump(train))
+    monkeypatch.chdir(tmp_path / "configs")
+    cfg = load_bench_config(folder / "b.yaml")
+    assert cfg.select.data.path == str(translation_files["train"].resolve())
+    assert cfg.eval.path == str(translation_files["test"].resolve())
+    te = load_train_eval_config(folder / "t.yaml")
+    assert (te.data.path, te.eval.path) == (cfg.select.data.path, cfg.eval.path)
+    # An override is read from the working directory, as for run configs.
+    over = load_bench_config(folder / "b.yaml", ["select.data.path=x.jsonl"])
+    assert over.select.data.path == "x.jsonl"

@@ -117,7 +117,8 @@ def test_id_with_a_line_break_is_rejected(tmp_path, tiny_model_dir, tiny_target_
     data.write_bytes(jsonl(rows))
     res = staff("select", "-c", tiny_config(tmp_path, data, tiny_model_dir, tiny_target_dir),
                 "-q")
-    assert_one_line_error(res, f"error: {data} row 3 (id a3\\nb): the id holds a line break "
+    # rows[3] is line 4 of the file: rows count from 1 (as the editor shows them).
+    assert_one_line_error(res, f"error: {data} row 4 (id a3\\nb): the id holds a line break "
                                "(field 'id'); ids must be one line")
     assert not (tmp_path / "run").exists()
 

@@ -541,6 +541,18 @@ def _resolve_data_path(tree: dict, base: Path) -> None:
         data["path"] = str(candidate)
 
 
+def resolve_data_paths(tree: dict, base: Path, *sections: str) -> None:
+    """The ``path`` of each named section (dotted, e.g. ``select.data``, ``eval``) read from
+    the YAML's folder, as ``load_config`` reads data.path: every config file of the project
+    (run, bench, fine-tune/evaluate) names its data the same way."""
+    for section in sections:
+        node = tree
+        for key in section.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            _resolve_data_path({"data": node}, base)
+
+
 def default_tree() -> dict:
     """Every option's library default, without the checks that need a value (data.path and
     the model names have none): what a user's config starts from."""

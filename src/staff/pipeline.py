@@ -259,7 +259,7 @@ class Pipeline:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 log.warning("report not written: %s", reason or type(err).__name__)
         result = load_result(self.run.path, method, rates)
-        result.cached = [s for s in stages[:first] if s not in force]
+        result.cached = list(stages[:first])  # done before, and not forced (first is the first that was)
         result.report = self.run / report_name(method)
         return result
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import (ConfigError, FinetuneConfig, LoraConfig, RunConfig, SelectionConfig,
-                      _build, _f)
+                      _build, _f, resolve_data_paths)
 from ..evaluation.config import (PAPER_FINETUNE, EvalConfig, TrainEvalConfig, apply_overrides,
                                  merge_defaults, read_yaml)
 
@@ -263,7 +263,9 @@ def check_seeds(seeds) -> list[int]:
 def load_bench_config(path: str | Path, overrides: dict | list | None = None) -> BenchConfig:
     """BenchConfig from a YAML file and ``key=value`` overrides (``select.data.max_samples=100``,
     ``eval.max_samples=50``); unknown options are errors, naming their section."""
-    tree = apply_overrides(read_yaml(path), overrides)
+    tree = read_yaml(path)
+    resolve_data_paths(tree, Path(path).parent, "select.data", "eval")
+    tree = apply_overrides(tree, overrides)
     tree = merge_defaults({"finetune": PAPER_FINETUNE}, tree)
     select = tree.pop("select", None)
     if not isinstance(select, dict) or not select:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import (ConfigError, DataConfig, FinetuneConfig, LoraConfig, ModelConfig, _build,
-                      _f, apply_overrides, read_yaml)
+                      _f, apply_overrides, read_yaml, resolve_data_paths)
 
 # The paper's recipe for fine-tuning the target on a coreset; merged under every loaded file so
 # that a file setting only finetune.learning_rate keeps 4 epochs (FinetuneConfig's own default is
@@ -122,5 +122,7 @@ def load_train_eval_config(path: str | Path | None = None,
     """TrainEvalConfig from a YAML file and ``section.option=value`` overrides; unknown options
     are errors. Unset fine-tuning options take the paper's values (``PAPER_FINETUNE``)."""
     tree = read_yaml(path) if path is not None else {}
+    if path is not None:
+        resolve_data_paths(tree, Path(path).parent, "data", "eval")
     tree = apply_overrides(merge_defaults({"finetune": PAPER_FINETUNE}, tree), overrides)
     return _build(TrainEvalConfig, tree, "")
