@@ -112,8 +112,8 @@ def test_report_is_one_file_with_every_figure_embedded(report):
     run, path, page = report
     assert path == run / "report.html"
     pngs = images(page)
-    # histogram + one region chart per rate + agreement + composition + timings
-    assert len(pngs) == 1 + len(RATES) + 3
+    # histogram + one region chart per rate + agreement + deciles + composition + timings
+    assert len(pngs) == 1 + len(RATES) + 4
     assert all(p.startswith(PNG_MAGIC) and len(p) > 5000 for p in pngs)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert not list(run.glob(".report.html.tmp*"))
@@ -147,11 +147,11 @@ def test_region_tables_and_composition_and_timings_are_in_the_text(report):
 def test_composition_is_skipped_with_a_note(tmp_path):
     page = build_report(make_run(tmp_path / "plain", with_task=False)).read_text()
     assert "Skipped: the rows have no &#x27;task&#x27; or &#x27;topic&#x27; field" in page
-    assert len(images(page)) == 1 + len(RATES) + 2
+    assert len(images(page)) == 1 + len(RATES) + 3  # no composition chart, a decile chart
     run = make_run(tmp_path / "moved", data_path=tmp_path / "gone.jsonl")
     page = build_report(run).read_text()
     assert "Skipped: the run&#x27;s data" in page and "could not be read" in page
-    assert len(images(page)) == 1 + len(RATES) + 2
+    assert len(images(page)) == 1 + len(RATES) + 3  # no composition chart, a decile chart
 
 
 def test_composition_field_from_the_config(tmp_path):
@@ -276,3 +276,37 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
     assert non_white > 0.08, f"only {non_white:.1%} non-white pixels: did the images load?"
     assert colours > 1200, f"only {colours} distinct colours: did the images load?"
     assert saturated > 0.02, f"only {saturated:.1%} coloured pixels: did the images load?"
+
+
+def test_decile_composition_against_a_random_draw(tmp_path):
+    """Each coreset's share of every effort decile, and the hypergeometric 95% range of a
+    random draw of the same size; a coreset of the top decile only is flagged."""
+    from scipy.stats import hypergeom
+
+    from staff.report.html import decile_composition, read_run
+
+    run_dir = make_run(tmp_path / "run")
+    scores = pd.read_csv(run_dir / "scores.csv")
+    order = scores.sort_values("effort")["id"].astype(str).tolist()
+    top = order[-12:]                                   # the 12 highest of 120: decile 10
+    (run_dir / "selections" / "p0.90").mkdir()
+    (run_dir / "selections" / "p0.90" / "ids.txt").write_text("".join(f"{i}\n" for i in top))
+    shutil.copy(run_dir / "selections" / "p0.50" / "regions.csv",
+                run_dir / "selections" / "p0.90" / "regions.csv")
+    summary = json.loads((run_dir / "selections" / "summary.json").read_text())
+    summary["p0.90"] = dict(summary["p0.50"], pruning_rate=0.9, m=12)
+    (run_dir / "selections" / "summary.json").write_text(json.dumps(summary))
+    table = decile_composition(read_run(run_dir))
+    assert list(table["samples"]) == [12] * 10
+    assert list(table["p = 0.90"]) == [0.0] * 9 + [1.0]
+    low, high = table.attrs["p = 0.90"]
+    assert high[0] == hypergeom.ppf(0.975, 120, 12, 12) / 12 and low[0] == 0.0
+    chosen = (run_dir / "selections" / "p0.50" / "ids.txt").read_text().split()
+    rank = {i: k // 12 for k, i in enumerate(order)}
+    expected = np.bincount([rank[i] for i in chosen], minlength=10) / len(chosen)
+    assert np.allclose(table["p = 0.50"], expected)
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert '<h2 id="decile-composition">' in page
+    # A random 12 of 120 often misses a decile (its 2.5% quantile is 0): only the top decile,
+    # all 12 where a random draw puts at most a few, is outside.
+    assert "p = 0.90: 1 of 10 deciles outside a random draw&#x27;s 95% range" in page

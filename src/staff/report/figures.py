@@ -176,6 +176,30 @@ def composition_chart(shares: pd.DataFrame, field: str) -> bytes:
     return _png(fig)
 
 
+def decile_chart(table: pd.DataFrame, rates: list[str]) -> bytes:
+    """Grouped bars: each coreset's share (%) of every score decile, over the 95% range of a
+    random draw of the same size (grey band per rate, ``table.attrs[rate] = (low, high)``)."""
+    x = np.arange(len(table))
+    width = 0.8 / max(len(rates), 1)
+    fig = _figure(10, 3.6)
+    ax = fig.add_subplot()
+    for j, name in enumerate(rates):
+        offset = (j - (len(rates) - 1) / 2) * width
+        low, high = table.attrs[name]
+        ax.bar(x + offset, 100 * (high - low), width, bottom=100 * low, color="#dddddd",
+               label="random draw, 95%" if j == 0 else None)
+        ax.bar(x + offset, 100 * table[name], width * 0.5, color=SERIES[j % len(SERIES)],
+               label=name)
+    ax.axhline(100 / len(table), color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(d) for d in table["decile"]])
+    ax.set_xlabel("speculative score decile (1 = lowest)")
+    ax.set_ylabel("share of the coreset (%)")
+    ax.legend(frameon=False, ncol=min(len(rates) + 1, 5), fontsize=9)
+    _style(ax)
+    return _png(fig)
+
+
 # ----------------------------------------------------------------------------- 5. timings
 
 def timings_chart(timings: dict[str, float]) -> bytes:
