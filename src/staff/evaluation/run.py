@@ -222,6 +222,16 @@ class TrainEval:
             self._eval_tokens = tokenize_examples(scored, self.tokenizer, self.cfg.data)
         return self._eval_tokens
 
+    def _model_to_evaluate(self, adapter_dir, model):
+        """The model given, else the base model with the adapter (or without: untuned)."""
+        if model is not None:
+            return model
+        if adapter_dir:
+            from ..models.loading import load_adapter
+
+            return load_adapter(self.base_model(), adapter_dir, trainable=False)
+        return self.base_model(copy_=False)
+
     def held_out_loss(self, out_dir: str | Path, adapter_dir: str | Path | None = None,
                       model=None) -> dict:
         """Mean token NLL of the held-out reference responses, teacher-forced: the
@@ -246,12 +256,7 @@ class TrainEval:
         cached = _read_json(out / "loss.json")
         if cached.get("fingerprint") == fp:
             return cached
-        if model is None and adapter_dir:
-            from ..models.loading import load_adapter
-
-            model = load_adapter(self.base_model(), adapter_dir, trainable=False)
-        elif model is None:
-            model = self.base_model(copy_=False)
+        model = self._model_to_evaluate(adapter_dir, model)
         tokens = self.eval_tokens
         started = time.perf_counter()
         losses = np.zeros(len(tokens))
@@ -298,12 +303,7 @@ class TrainEval:
         if cached.get("fingerprint") == fp and (out / "predictions.jsonl").is_file():
             log.info("evaluation %s: done before, skipped", out)
             return cached
-        if model is None and adapter_dir:
-            from ..models.loading import load_adapter
-
-            model = load_adapter(self.base_model(), adapter_dir, trainable=False)
-        elif model is None:
-            model = self.base_model(copy_=False)
+        model = self._model_to_evaluate(adapter_dir, model)
         tok = self.tokenizer
         limit = c.data.cutoff_len - c.eval.max_new_tokens
         full = [encode_prompt(e, tok, c.data) for e in examples]
