@@ -15,6 +15,7 @@ mkdir -p "$OUT" runs/logs
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 ROOT=$PWD
 if [ -z "${SMOKE:-}" ]; then
+  [ -d .gpu1/site ] || { [ -d /tmp/gpu1/site ] && rm -rf .gpu1 && ln -s /tmp/gpu1 .gpu1; }
   [ -d .gpu1/site ] || { echo "no .gpu1/site: the machine was not the one set up (cold start)"; exit 3; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target .gpu1/site .gpu2/*.whl
@@ -69,8 +70,9 @@ fi
 DCFG=configs/bench/dialogsum-powered.yaml
 DDIR=runs/bench/dialogsum-powered
 wait_for() {  # wait_for DIR SEEDS: until STAFF's and Random's selections of those seeds exist
-  for s in $2; do for m in staff random; do
-    while [ ! -f $1/select/$m/s$s/selections/summary.json ] && [ "$(left)" -gt 10 ]; do sleep 5; done
+  # (STAFF's coresets go to selections/, another method's to selections/<method>/.)
+  for s in $2; do for f in staff/s$s/selections random/s$s/selections/random; do
+    while [ ! -f $1/select/$f/summary.json ] && [ "$(left)" -gt 10 ]; do sleep 5; done
   done; done
 }
 MCFG=configs/bench/multi30k-powered.yaml
@@ -97,6 +99,10 @@ P3=$!
 P4=$!
 while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null || kill -0 $P4 2>/dev/null; do
   sleep 15; echo "t=$(( $(date +%s) - START )) s: $(ls $MDIR/cells/*/p*/ 2>/dev/null | grep -c '^s') multi30k cells, $(ls runs/bench/dialogsum-powered/cells/*/p*/ 2>/dev/null | grep -c '^s') dialogsum cells"
+  # Should the call be cut before the packing below, the results so far still come back.
+  for b in multi30k-powered dialogsum-powered; do
+    [ -f runs/bench/$b/results.json ] && cp runs/bench/$b/results.json "$OUT/$b.results.json.part"
+  done
 done
 wait
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null || true
