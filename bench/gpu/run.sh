@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Second call on a lent GPU machine: the powered benches of issue 14 on one GPU, three processes
-# side by side (a 135M model leaves the GPU mostly idle in one process: kernel launches, not
-# arithmetic, set its pace), each stopped by SIGINT at the deadline; whatever finished comes
-# back in $OUT (results.json, cells.csv, tables.md and the small files of every cell; no
-# adapters). Everything is cached per cell, so an interrupted part is simply incomplete.
+# Second call on a lent GPU machine: the powered benches of issue 14 (and the variants of issue
+# 15) on one GPU, eight bench processes ("lanes") side by side, each stopped by SIGINT at the
+# deadline; whatever finished comes back in $OUT (results.json, cells.csv, tables.md and the
+# small files of every cell; no adapters). Everything is cached per cell, so an interrupted
+# lane is simply incomplete.
 #
-#   BUDGET_S=460 bash bench/gpu/run.sh         # on the GPU machine, after setup.sh
-#   SMOKE=1 BUDGET_S=900 bash bench/gpu/run.sh  # here, on the CPU, with tiny sizes
+# Why eight: on 2026-11-29 four processes shared the H200 at ~0.28 s per optimiser step each (a
+# 135M model, micro-batch 8) -- kernel launches, not arithmetic, set the pace, so the GPU was
+# mostly idle; the machine has 16 cores, two threads per lane.
+#
+# Earlier GPU results come along when .gpu2/prev.tgz exists (runs/bench/<bench>/results.json and
+# the selection folders without weights): cells already measured are kept in the tables, and
+# DialogSum's stage 1 is not done again. Multi30k's stage 1 is: CCS's scoring needs the
+# fine-tuned target's weights, which do not fit the transfer.
+#
+#   BUDGET_S=540 bash bench/gpu/run.sh         # on the GPU machine, after setup.sh
+#   SMOKE=1 BUDGET_S=1500 bash bench/gpu/run.sh  # here, on the CPU, with tiny sizes
 set -uo pipefail
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-460}
@@ -55,50 +64,56 @@ DRAFT_SETS=(--set target.name=$HF --set small.name=$HF --set data.path=$D/multi3
 if [ -n "${SMOKE:-}" ]; then  # tiny sizes, to test this script on a CPU
   M_SETS+=(--set select.data.max_samples=32 --set finetune.epochs=1 --set select.finetune.epochs=1 --set eval.max_samples=8 --set eval.decode_samples=4
            --set select.selection.regions=4 --set select.selection.verify_per_region=2
-           --set eval.max_new_tokens=8 --set select.data.cutoff_len=96
-           --set seeds=[0,1] --set "parts=[{methods: [staff, random], rates: [0.9], seeds: [0, 1]}, {methods: [length], rates: [0.9]}, {methods: [staff, random], rates: [0.9], protocol: steps, seeds: [0]}, {methods: ['staff:draft'], rates: [0.9]}, {methods: ['staff:log'], rates: [0.9], seeds: [0]}]")
-  S_SETS+=(--set select.data.max_samples=40 --set finetune.epochs=1 --set select.finetune.epochs=1 --set eval.max_samples=4 --set seeds=[0]
+           --set eval.max_new_tokens=8 --set select.data.cutoff_len=96)
+  S_SETS+=(--set select.data.max_samples=40 --set finetune.epochs=1 --set select.finetune.epochs=1 --set eval.max_samples=4
            --set select.selection.regions=3 --set select.selection.verify_per_region=2
-           --set eval.max_new_tokens=8 --set "parts=[{methods: [staff, random], rates: [0.9]}, {methods: ['staff:rank'], rates: [0.9]}]")
+           --set eval.max_new_tokens=8)
   DRAFT_SETS+=(--set data.max_samples=48 --set draft.heal_steps=4 --set draft.calibration_samples=8
                --set draft.held_out=4)
-  P1_PARTS=1,2; P2_M_PARTS=4; P3_PARTS=3; WAIT_SEEDS="0 1"; D_WAIT="0"; D_PARTS=1; P4_M_PARTS=5; P4_D_PARTS=2
+  S5=0,1; S3=0; S3B=1; MORE=1; VARIANTS=staff:count,staff:log
 else
-  P1_PARTS=1,2,4,5,6,7; P2_M_PARTS=8,9; P3_PARTS=3; WAIT_SEEDS="0 1 2"; D_WAIT="0 1 2"; D_PARTS=1,2,3
-  P4_M_PARTS=10,11; P4_D_PARTS=4,5
+  S5=0,1,2,3,4; S3=0,1,2; S3B=3,4; MORE=1,2; VARIANTS=staff:count,staff:log,staff:rank,staff:lenres,staff:authors
+  export OMP_NUM_THREADS=2
 fi
 DCFG=configs/bench/dialogsum-powered.yaml
 DDIR=runs/bench/dialogsum-powered
-wait_for() {  # wait_for DIR SEEDS: until STAFF's and Random's selections of those seeds exist
-  # (STAFF's coresets go to selections/, another method's to selections/<method>/.)
-  for s in $2; do for f in staff/s$s/selections random/s$s/selections/random; do
-    while [ ! -f $1/select/$f/summary.json ] && [ "$(left)" -gt 10 ]; do sleep 5; done
-  done; done
-}
 MCFG=configs/bench/multi30k-powered.yaml
 MDIR=runs/bench/multi30k-powered
 STAFF=(python3 -m staff.cli)
+NOFULL=(--set full_seeds=[])     # the full-data cells were measured on 2026-11-29
+[ -f .gpu2/prev.tgz ] && mkdir -p runs/bench && tar xzf .gpu2/prev.tgz -C runs/bench
+wait_file() {  # until the file exists or the deadline is near
+  while [ ! -f "$1" ] && [ "$(left)" -gt 10 ]; do sleep 5; done
+}
+M() { run "${STAFF[@]}" bench $MCFG "${M_SETS[@]}" "${NOFULL[@]}" "$@"; }
+S() { run "${STAFF[@]}" bench $DCFG "${S_SETS[@]}" "${NOFULL[@]}" "$@"; }
+M_STAGE1=$MDIR/select/staff/s0/verification.csv   # STAFF's stage 1 and verification are done
+S_STAGE1=$DDIR/select/staff/s0/verification.csv
 
-( run "${STAFF[@]}" bench $MCFG --parts $P1_PARTS "${M_SETS[@]}" ) > runs/logs/p1.log 2>&1 &
-P1=$!
-( run "${STAFF[@]}" bench $DCFG --parts $D_PARTS "${S_SETS[@]}"
-  run "${STAFF[@]}" draft -c configs/draft/multi30k-smollm2.yaml "${DRAFT_SETS[@]}"
-  # The full-data cell is process 1's first work; wait for it rather than train it twice.
-  while [ ! -f $MDIR/cells/full/s0/eval/metrics.json ] && [ "$(left)" -gt 10 ]; do sleep 5; done
-  run "${STAFF[@]}" bench $MCFG --parts $P2_M_PARTS "${M_SETS[@]}" ) > runs/logs/p2.log 2>&1 &
-P2=$!
-( # Part 3 re-uses part 1's selections (seeds 0-2): start once they exist.
-  wait_for $MDIR "$WAIT_SEEDS"
-  run "${STAFF[@]}" bench $MCFG --parts $P3_PARTS "${M_SETS[@]}" ) > runs/logs/p3.log 2>&1 &
-P3=$!
-( # The variants of issue 15 take STAFF's stage 1 (same small model, stage 1 held fixed).
-  wait_for $MDIR "$WAIT_SEEDS"
-  run "${STAFF[@]}" bench $MCFG --parts $P4_M_PARTS "${M_SETS[@]}"
-  wait_for $DDIR "$D_WAIT"
-  run "${STAFF[@]}" bench $DCFG --parts $P4_D_PARTS "${S_SETS[@]}" ) > runs/logs/p4.log 2>&1 &
-P4=$!
-while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null || kill -0 $P4 2>/dev/null; do
-  sleep 15; echo "t=$(( $(date +%s) - START )) s: $(ls $MDIR/cells/*/p*/ 2>/dev/null | grep -c '^s') multi30k cells, $(ls runs/bench/dialogsum-powered/cells/*/p*/ 2>/dev/null | grep -c '^s') dialogsum cells"
+lane() {  # lane NAME COMMANDS...: a process of its own, logged to runs/logs/NAME.log
+  local name=$1; shift
+  ( "$@" ) > runs/logs/$name.log 2>&1 &
+  PIDS+=($!)
+}
+PIDS=()
+# Multi30k N = 4,000: part 1 first (STAFF and Random at p = 0.9, five seeds), then wider.
+lane m-staff  eval 'M --methods staff --rates 0.9 --seeds $S5; M --methods staff --rates 0.95,0.8 --seeds $S3'
+lane m-random eval 'M --methods random --rates 0.9 --seeds $S5; M --methods length --rates 0.9 --seeds $S3;
+                    M --methods random,length --rates 0.95,0.8 --seeds $S3'
+# CCS trains and scores the target itself when STAFF's stage 1 is not done yet; after it, the
+# fine-tuning is copied (the target is STAFF's small model here). Wait for it: it saves 4 minutes.
+lane m-ccs    eval 'wait_file $M_STAGE1; M --methods ccs --rates 0.9,0.95,0.8 --seeds $S3'
+lane m-var    eval 'wait_file $M_STAGE1; M --methods $VARIANTS --rates 0.9 --seeds $S3'
+lane m-steps  eval 'wait_file $M_STAGE1; M --methods staff,random --rates 0.9 --seeds $S3 --protocol steps'
+lane m-draft  eval 'run "${STAFF[@]}" draft -c configs/draft/multi30k-smollm2.yaml "${DRAFT_SETS[@]}";
+                    M --methods staff:draft --rates 0.9 --seeds $S5'
+# DialogSum N = 1,500: two more seeds at p = 0.9, then p = 0.95; the variants.
+lane s-more   eval 'S --methods staff,random --rates 0.9 --seeds $S3B; S --methods staff,random,ccs --rates 0.95 --seeds $S3'
+lane s-var    eval 'wait_file $S_STAGE1; S --methods $VARIANTS --rates 0.9 --seeds $S3; S --methods $VARIANTS --rates 0.95 --seeds $S3'
+
+alive() { for p in "${PIDS[@]}"; do kill -0 $p 2>/dev/null && return 0; done; return 1; }
+while alive; do
+  sleep 15; echo "t=$(( $(date +%s) - START )) s: $(ls $MDIR/cells/*/p*/ 2>/dev/null | grep -c '^s') multi30k cells, $(ls $DDIR/cells/*/p*/ 2>/dev/null | grep -c '^s') dialogsum cells"
   # Should the call be cut before the packing below, the results so far still come back.
   for b in multi30k-powered dialogsum-powered; do
     [ -f runs/bench/$b/results.json ] && cp runs/bench/$b/results.json "$OUT/$b.results.json.part"
@@ -106,6 +121,10 @@ while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/n
 done
 wait
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null || true
+# The tables again from every lane's cells (each process wrote them with what it knew).
+[ -f $MDIR/results.json ] && "${STAFF[@]}" bench $MCFG "${M_SETS[@]}" --tables-only > /dev/null 2>&1
+[ -f $DDIR/results.json ] && "${STAFF[@]}" bench $DCFG "${S_SETS[@]}" --tables-only > /dev/null 2>&1
+rm -f "$OUT"/*.part
 for b in multi30k-powered dialogsum-powered; do
   [ -d runs/bench/$b ] && tar czf "$OUT/$b.tgz" -C runs/bench --exclude='*.safetensors' \
       --exclude='*.bin' --exclude='*.pt' --exclude='*.npy' --exclude='finetune_work' \
