@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Second call on a lent GPU machine: the powered benches of issue 14 (and the variants of issue
-# 15) on one GPU, eight bench processes ("lanes") side by side, each stopped by SIGINT at the
+# 15, 19) on one GPU, eleven bench processes ("lanes") side by side, each stopped by SIGINT at the
 # deadline; whatever finished comes back in $OUT (results.json, cells.csv, tables.md and the
 # small files of every cell; no adapters). Everything is cached per cell, so an interrupted
 # lane is simply incomplete.
 #
 # Why eight: on 2026-11-29 four processes shared the H200 at ~0.28 s per optimiser step each (a
 # 135M model, micro-batch 8) -- kernel launches, not arithmetic, set the pace, so the GPU was
-# mostly idle; the machine has 16 cores, two threads per lane.
+# mostly idle; the machine has 16 cores, one or two threads per lane.
 #
 # Earlier GPU results come along when .gpu2/prev.tgz exists (runs/bench/<bench>/results.json and
 # the selection folders without weights): cells already measured are kept in the tables, and
@@ -73,7 +73,7 @@ if [ -n "${SMOKE:-}" ]; then  # tiny sizes, to test this script on a CPU
   S5=0,1; S3=0; S3B=1; MORE=1; VARIANTS=staff:count,staff:log
 else
   S5=0,1,2,3,4; S3=0,1,2; S3B=3,4; MORE=1,2; VARIANTS=staff:count,staff:log,staff:rank,staff:lenres,staff:authors
-  export OMP_NUM_THREADS=2
+  export OMP_NUM_THREADS=1
 fi
 DCFG=configs/bench/dialogsum-powered.yaml
 DDIR=runs/bench/dialogsum-powered
@@ -107,6 +107,13 @@ lane m-var    eval 'wait_file $M_STAGE1; M --methods $VARIANTS --rates 0.9 --see
 lane m-steps  eval 'wait_file $M_STAGE1; M --methods staff,random --rates 0.9 --seeds $S3 --protocol steps'
 lane m-draft  eval 'run "${STAFF[@]}" draft -c configs/draft/multi30k-smollm2.yaml "${DRAFT_SETS[@]}";
                     M --methods staff:draft --rates 0.9 --seeds $S5'
+# Issue 19: how long stage 1 must be (1 and 3 epochs of train-small against the config's 2:
+# rank agreement of the scores, bench/score_agreement.py, and the coresets' loss), and the
+# last-layer scoring scope (a variant: stage 1's fine-tuning is shared, the scoring is not).
+T_SETS=(--methods staff --rates 0.9 --seeds $S3)
+lane m-t1     eval 'M "${T_SETS[@]}" --set select.finetune.epochs=1 --set output_dir=runs/bench/multi30k-t1'
+lane m-t3     eval 'M "${T_SETS[@]}" --set select.finetune.epochs=3 --set output_dir=runs/bench/multi30k-t3'
+lane m-scope  eval 'wait_file $M_STAGE1; M --methods staff:lastlayer --rates 0.9 --seeds $S3'
 # DialogSum N = 1,500: two more seeds at p = 0.9, then p = 0.95; the variants.
 lane s-more   eval 'S --methods staff,random --rates 0.9 --seeds $S3B; S --methods staff,random,ccs --rates 0.95 --seeds $S3'
 lane s-var    eval 'wait_file $S_STAGE1; S --methods $VARIANTS --rates 0.9 --seeds $S3; S --methods $VARIANTS --rates 0.95 --seeds $S3'
@@ -125,7 +132,7 @@ nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null || true
 [ -f $MDIR/results.json ] && "${STAFF[@]}" bench $MCFG "${M_SETS[@]}" --tables-only > /dev/null 2>&1
 [ -f $DDIR/results.json ] && "${STAFF[@]}" bench $DCFG "${S_SETS[@]}" --tables-only > /dev/null 2>&1
 rm -f "$OUT"/*.part
-for b in multi30k-powered dialogsum-powered; do
+for b in multi30k-powered dialogsum-powered multi30k-t1 multi30k-t3; do
   [ -d runs/bench/$b ] && tar czf "$OUT/$b.tgz" -C runs/bench --exclude='*.safetensors' \
       --exclude='*.bin' --exclude='*.pt' --exclude='*.npy' --exclude='finetune_work' \
       --exclude='checkpoint*' $b

@@ -1,0 +1,114 @@
+"""How far do two scorings of the same samples agree? (issue 19)
+
+    python bench/score_agreement.py REF_RUN RUN [RUN ...] [--names a,b,...] [--k 50] \
+        [--out bench/results/stage1/agreement.json]
+
+Each RUN is a STAFF selection run folder with a scores.csv (e.g. a bench's select/staff/s0):
+stage 1 with another number of epochs, another scoring scope, or another small model (a
+draft), against the reference run on the same samples. For each run against the reference:
+
+  * Spearman's rho of the effort scores (the ranks STAFF's regions follow);
+  * the adjusted Rand index of the K equal-width regions each scoring induces (the plain Rand
+    index is near 0.93 for unrelated scores at K = 50: BENCHMARKS.md, issue 9), beside the
+    adjusted index of the reference against itself shuffled (chance);
+  * the overlap of the lowest and the highest effort deciles (Jaccard), the samples STAFF's
+    rule over-draws most.
+
+Needs no model. Samples are matched by id; a run with other ids is an error naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.metrics import adjusted_rand_score, rand_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from staff.selection.staff import make_regions  # noqa: E402
+
+
+def read_scores(run_dir: Path, score: str) -> pd.Series:
+    path = Path(run_dir) / "scores.csv"
+    try:
+        frame = pd.read_csv(path, dtype={"id": str})
+    except OSError as err:
+        raise SystemExit(f"{path}: cannot read ({err.strerror or err})") from None
+    if score not in frame.columns:
+        raise SystemExit(f"{path}: no column {score!r} (has {', '.join(frame.columns)})")
+    return frame.set_index("id")[score].astype(float)
+
+
+def region_labels(scores: np.ndarray, k: int) -> np.ndarray:
+    """The region of each sample under STAFF's equal-width rule (the selector's own)."""
+    return make_regions(scores, k).of
+
+
+def decile_sets(scores: np.ndarray) -> tuple[set, set]:
+    lo, hi = np.quantile(scores, [0.1, 0.9])
+    return set(np.flatnonzero(scores <= lo)), set(np.flatnonzero(scores >= hi))
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def agreement(ref: pd.Series, other: pd.Series, k: int, name: str, seed: int = 0) -> dict:
+    if set(ref.index) != set(other.index):
+        missing = len(set(ref.index) ^ set(other.index))
+        raise SystemExit(f"{name}: {missing} sample id(s) differ from the reference run's: "
+                         "compare runs over the same data")
+    a = ref.to_numpy()
+    b = other.reindex(ref.index).to_numpy()
+    labels_a, labels_b = region_labels(a, k), region_labels(b, k)
+    shuffled = np.random.default_rng(seed).permutation(a)
+    lo_a, hi_a = decile_sets(a)
+    lo_b, hi_b = decile_sets(b)
+    return {"name": name, "n": len(a), "k": k,
+            "spearman": round(float(spearmanr(a, b)[0]), 4),
+            "ari": round(float(adjusted_rand_score(labels_a, labels_b)), 4),
+            "ari_chance": round(float(adjusted_rand_score(labels_a,
+                                                          region_labels(shuffled, k))), 4),
+            "rand": round(float(rand_score(labels_a, labels_b)), 4),
+            "lowest_decile_jaccard": round(jaccard(lo_a, lo_b), 3),
+            "highest_decile_jaccard": round(jaccard(hi_a, hi_b), 3)}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("reference", help="the reference run folder (its scores.csv)")
+    ap.add_argument("runs", nargs="+", help="run folders to compare with it")
+    ap.add_argument("--names", help="comma-separated names for the runs (default: folders)")
+    ap.add_argument("--k", type=int, default=50, help="regions (default 50, the paper's K)")
+    ap.add_argument("--score", default="effort", help="scores.csv column (default effort)")
+    ap.add_argument("--out", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    names = args.names.split(",") if args.names else [str(r) for r in args.runs]
+    if len(names) != len(args.runs):
+        raise SystemExit(f"--names has {len(names)} names for {len(args.runs)} runs")
+    ref = read_scores(Path(args.reference), args.score)
+    rows = [agreement(ref, read_scores(Path(r), args.score), args.k, name)
+            for r, name in zip(args.runs, names)]
+    print("| run | n | Spearman ρ | ARI of K regions (chance) | Rand | lowest / highest decile "
+          "Jaccard |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['name']} | {r['n']} | {r['spearman']:.3f} | {r['ari']:.3f} "
+              f"({r['ari_chance']:.3f}) | {r['rand']:.3f} | {r['lowest_decile_jaccard']:.2f} / "
+              f"{r['highest_decile_jaccard']:.2f} |")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"reference": args.reference, "rows": rows}, indent=2) + "\n",
+                       encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
