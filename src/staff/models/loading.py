@@ -85,15 +85,16 @@ def _offline_gguf(name: str) -> Path:
 
 
 def resolve_source(name: str) -> tuple[str, dict]:
-    """(folder or hub id, extra from_pretrained kwargs) for a model name."""
+    """(folder or hub id, extra from_pretrained kwargs) for a model name. A GGUF file (an
+    offline demo model or a ``.gguf`` path) resolves to its de-quantised copy in the cache,
+    made on first use (models/gguf_cache.py: loading the GGUF itself takes up to minutes)."""
     if name.startswith("offline:"):
-        path = _offline_gguf(name)
-        return str(path.parent), {"gguf_file": path.name}
+        return _gguf_source(_offline_gguf(name), name)
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not path.is_file():
             raise ModelError(f"model file {name} does not exist.")
-        return str(path.parent), {"gguf_file": path.name}
+        return _gguf_source(path, name)
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"model path {name} is a file, not a model folder (or a .gguf "
@@ -106,6 +107,20 @@ def resolve_source(name: str) -> tuple[str, dict]:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist.")
     return name, {}  # a hub id
+
+
+def _gguf_source(path: Path, name: str) -> tuple[str, dict]:
+    from . import gguf_cache
+
+    if gguf_cache.enabled():
+        try:
+            return str(gguf_cache.converted(path, name)), {}
+        except OSError as err:  # e.g. a read-only home: read the GGUF on every load instead
+            log.warning("%s: cannot cache the converted GGUF (%s); set STAFF_CACHE to a "
+                        "writable folder to load it faster", name, err)
+        except Exception as err:  # noqa: BLE001 - one line naming the model is the contract
+            raise ModelError(f"cannot load model {name}: {str(err).splitlines()[0]}") from None
+    return str(path.parent), {"gguf_file": path.name}
 
 
 def check_lora_targets(cfg: ModelConfig, lora: LoraConfig) -> None:
