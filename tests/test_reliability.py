@@ -396,8 +396,8 @@ class _DiskFullAfterHalf:
 
 
 @pytest.mark.parametrize("module, name, command, expected", [
-    ("staff.runfolder", "scores.csv", "score", "error: cannot write {path}: {reason}"),
-    ("staff.runfolder", "coreset.jsonl", "pick", "error: cannot write {path}: {reason}"),
+    ("staff.runs.folder", "scores.csv", "score", "error: cannot write {path}: {reason}"),
+    ("staff.runs.folder", "coreset.jsonl", "pick", "error: cannot write {path}: {reason}"),
 ])
 def test_full_disk_is_one_line_error_and_keeps_the_old_file(edge_run, tmp_path, monkeypatch,
                                                             module, name, command, expected):

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import DraftConfig
-from ..runfolder import recover_dir, replace_dir
+from ..runs.folder import recover_dir, replace_dir
 from ..scoring.batching import collate, shuffled_bucketed_batches
 from ..scoring.engine import ScoringError
 

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..runfolder import read_table, write_atomic
+from ..runs import layout as L
+from ..runs.folder import read_table, write_atomic
 from . import figures
 
 log = logging.getLogger(__name__)
@@ -80,27 +81,27 @@ def read_run(run_dir: str | Path, method: str | None = None) -> Run:
     """Everything the report on ``method``'s coresets shows (default: STAFF's, else the
     folder's only method), from the run folder's files."""
     from ..config import config_from_dict
-    from ..results import methods_in, selections_dir
+    from ..runs.result import methods_in
 
     path = Path(run_dir)
     if not path.is_dir():
         raise ReportError(f"{path} is not a folder.")
     if method is None:
         method = (methods_in(path) or ["staff"])[0]
-    summary_path = selections_dir(path, method) / "summary.json"
-    if not (path / "config.yaml").is_file() or not summary_path.is_file():
+    summary_path = L.selections_dir(path, method) / L.SUMMARY
+    if not (path / L.CONFIG).is_file() or not summary_path.is_file():
         raise ReportError(f"{path} is not a finished run folder: it has no config.yaml or no "
                           f"{summary_path.relative_to(path)} (run `staff select` first).")
     try:
-        cfg = config_from_dict(yaml.safe_load((path / "config.yaml").read_text("utf-8")) or {})
+        cfg = config_from_dict(yaml.safe_load((path / L.CONFIG).read_text("utf-8")) or {})
     except yaml.YAMLError as err:
-        raise ReportError(f"{path / 'config.yaml'}: not valid YAML ({err}).")
+        raise ReportError(f"{path / L.CONFIG}: not valid YAML ({err}).")
     if method == "staff":
-        scores = _csv(path / "scores.csv", ("id", "effort"))
-        verification = _csv(path / "verification.csv", ("id", "region"))
+        scores = _csv(path / L.SCORES, ("id", "effort"))
+        verification = _csv(path / L.VERIFICATION, ("id", "region"))
     else:  # the baselines' scores are the fine-tuned target's; random has none
-        target = path / "target_scores.csv"
-        scores = (_csv(target, ("id",)) if method not in ("random", "length") and target.is_file()
+        name = L.scores_file(method)
+        scores = (_csv(path / name, ("id",)) if name and (path / name).is_file()
                   else pd.DataFrame(columns=["id"]))
         verification = pd.DataFrame(columns=["id", "region", "small_effort", "target_effort"])
     # Columns are small_<score> / target_<score>: effort by default, el2n or loss when the
@@ -112,11 +113,11 @@ def read_run(run_dir: str | Path, method: str | None = None) -> Run:
     rates = []
     for name, info in sorted(_json(summary_path).items(), key=lambda kv: kv[1]["pruning_rate"]):
         folder = summary_path.parent / name
-        ids_path = folder / "ids.txt"
+        ids_path = folder / L.IDS
         if not ids_path.is_file():
             raise ReportError(f"{ids_path} is missing: not a finished run folder.")
         ids = ids_path.read_text(encoding="utf-8").splitlines()
-        regions = (_csv(folder / "regions.csv", ("region", "lo", "hi", "size", "verified",
+        regions = (_csv(folder / L.REGIONS, ("region", "lo", "hi", "size", "verified",
                                                  "factor", "budget", "selected"))
                    if method == "staff" else None)
         rates.append(Rate(name, float(info["pruning_rate"]), int(info["n"]), int(info["m"]),
@@ -127,20 +128,18 @@ def read_run(run_dir: str | Path, method: str | None = None) -> Run:
 def _timings(path: Path, method: str = "staff") -> dict[str, float]:
     """timings.json, else the seconds recorded in state.json; stages in run order; only the
     stages ``method`` runs (a folder shared by several methods records them all)."""
-    if (path / "timings.json").is_file():
-        raw = _json(path / "timings.json")
-    elif (path / "state.json").is_file():
-        raw = {k: v.get("seconds", 0.0) for k, v in _json(path / "state.json")["stages"].items()}
+    if (path / L.TIMINGS).is_file():
+        raw = _json(path / L.TIMINGS)
+    elif (path / L.STATE).is_file():
+        raw = {k: v.get("seconds", 0.0) for k, v in _json(path / L.STATE)["stages"].items()}
     else:
         return {}
-    from ..results import TARGET_STAGES
-
     if method in ("random", "length"):
         raw = {s: t for s, t in raw.items() if s == "pick"}
     elif method != "staff":
-        raw = {s: t for s, t in raw.items() if s in TARGET_STAGES}
+        raw = {s: t for s, t in raw.items() if s in L.TARGET_STAGES}
     else:
-        raw = {s: t for s, t in raw.items() if s not in TARGET_STAGES or s == "pick"}
+        raw = {s: t for s, t in raw.items() if s not in L.TARGET_STAGES or s == "pick"}
     order = [s for s in STAGE_ORDER if s in raw] + [s for s in raw if s not in STAGE_ORDER]
     return {s: float(raw[s]) for s in order}
 
@@ -379,11 +378,9 @@ METHODS = {  # what a baseline's report says it did (README, "Baselines and abla
 
 
 def _overview(run: Run) -> str:
-    from ..results import selections_dir
-
-    where = selections_dir(Path("."), run.method).as_posix()
+    where = L.selections_dir(Path("."), run.method).as_posix()
     rows = [{"pruning rate": f"{r.pruning_rate:.2f}", "coreset m": r.m, "of N": r.n,
-             "selected ids": len(r.ids), "coreset file": f"{where}/{r.name}/coreset.jsonl"}
+             "selected ids": len(r.ids), "coreset file": f"{where}/{r.name}/{L.CORESET}"}
             for r in run.rates]
     stale = [r for r in run.rates if not r.current]
     note = ""
@@ -598,11 +595,10 @@ def build_report(run_dir: str | Path, *, method: str | None = None,
     """Write the report on ``method``'s coresets (default: STAFF's, else the folder's only
     method) atomically -- ``report.html`` for STAFF, ``report-<method>.html`` for another --
     and return its path. ``benchmark``: rows for :func:`benchmark_section`, left out when None."""
-    from ..results import report_name
-
     run = read_run(run_dir, method)
     if not run.rates:
-        raise ReportError(f"{run.path / 'selections' / 'summary.json'} lists no pruning rate.")
+        raise ReportError(f"{L.selections_dir(run.path, run.method) / L.SUMMARY} lists no "
+                          "pruning rate.")
     if run.method == "staff":
         body = [_header(run), _scores_section(run), _regions_section(run),
                 _agreement_section(run), _decile_section(run), _composition_section(run),
@@ -617,7 +613,7 @@ def build_report(run_dir: str | Path, *, method: str | None = None,
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)} report: {_e(run.path.name)}</title><style>{CSS}</style></head>"
             f"<body>\n" + "\n".join(body) + "\n</body></html>\n")
-    out = run.path / report_name(run.method)
+    out = run.path / L.report_name(run.method)
     write_atomic(out, page)
     log.info("report written: %s", out)
     return out
@@ -634,7 +630,7 @@ def _numbered(parts: list[str]) -> list[str]:
 
 def build_reports(run_dir: str | Path) -> list[Path]:
     """A report for every method with coresets in the folder (``staff report``)."""
-    from ..results import methods_in
+    from ..runs.result import methods_in
 
     methods = methods_in(run_dir) or [None]  # None: read_run names what is missing
     return [build_report(run_dir, method=m) for m in methods]
