@@ -447,7 +447,7 @@ def test_full_disk_while_saving_a_score_shard_names_stage_and_folder(edge_run, t
 # polls the run folder, has time to SIGKILL it at the point it picked. Nothing else changes.
 PACED_CLI = """
 import sys, time
-import staff.finetune.lora as lora, staff.scoring.engine as engine
+import staff.training.lora as lora, staff.scoring.engine as engine
 
 def paced(module, name):
     original = getattr(module, name)

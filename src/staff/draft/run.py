@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..runs.folder import fingerprint, write_atomic, write_dir_atomic
-from ..scoring.batching import collate, length_sorted_batches
+from ..training.batching import collate, length_sorted_batches
 from .heal import distill, mean_response_loss
 from .layers import block_influence, decoder_layers, drop_layers, layers_to_keep
 

@@ -156,7 +156,7 @@ class TrainEval:
 
     def planned_steps(self, n_samples: int | None = None) -> int:
         """Optimiser steps of the epochs recipe on ``n_samples`` (default: the full data)."""
-        from ..finetune.lora import planned_steps
+        from ..training.lora import planned_steps
 
         n = len(self.train_examples) if n_samples is None else n_samples
         return planned_steps(n, self.cfg.finetune)
@@ -167,7 +167,7 @@ class TrainEval:
         ``out_dir/adapter``; skipped when done before with the same inputs. ``steps``: train
         exactly that many optimiser steps, cycling over the samples (None: the recipe's
         epochs)."""
-        from ..finetune.lora import finetune_lora
+        from ..training.lora import finetune_lora
         from ..models.loading import attach_lora
 
         c, out = self.cfg, Path(out_dir)
@@ -242,8 +242,8 @@ class TrainEval:
         skipped when done before with the same inputs."""
         import torch
 
-        from ..scoring.batching import collate, length_sorted_batches
-        from ..scoring.engine import per_sample_losses
+        from ..training.batching import collate, length_sorted_batches
+        from ..training.losses import per_sample_losses
 
         c, out = self.cfg, Path(out_dir)
         examples, _ = self.eval_set

@@ -40,7 +40,8 @@ class Score(Stage):
         """Effort, loss and EL2N of every sample on the ``role`` model, fine-tuned (its saved
         adapter) or untuned (a fresh adapter), into ``outputs``."""
         from ..models.loading import attach_lora, load_adapter, load_model
-        from ..scoring.engine import named_errors, score_samples
+        from ..scoring.engine import score_samples
+        from ..training.losses import named_errors
 
         c, model_cfg = ctx.cfg, getattr(ctx.cfg, role)
         data = ctx.tokenized(role)

@@ -22,9 +22,9 @@ class Train(Stage):
                            *tune_options(ctx))
 
     def run(self, ctx: RunContext) -> dict:
-        from ..finetune.lora import check_finite_losses, finetune_lora
+        from ..training.lora import check_finite_losses, finetune_lora
         from ..models.loading import attach_lora, load_model
-        from ..scoring.engine import named_errors
+        from ..training.losses import named_errors
 
         c, role, model_cfg = ctx.cfg, self.role, getattr(ctx.cfg, self.role)
         data = ctx.tokenized(role)
