@@ -132,7 +132,7 @@ def _warn_if_low_agreement(small: np.ndarray, target: np.ndarray) -> None:
         return
     from scipy.stats import spearmanr
 
-    from ..report.html import LOW_RHO, low_agreement_note
+    from ..report.numbers import LOW_RHO, low_agreement_note
 
     rho = float(spearmanr(small, target).statistic)
     if np.isnan(rho) or rho < LOW_RHO:
