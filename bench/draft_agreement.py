@@ -47,8 +47,8 @@ def main(argv=None) -> None:
 
     from staff.bench.config import load_bench_config
     from staff.pipeline import Pipeline
-    from staff.report.html import region_labels
-    from staff.runfolder import read_table, write_json
+    from staff.report.numbers import region_labels
+    from staff.runs.folder import read_table, write_json
 
     bench = load_bench_config(args.config)
     seed, rates = bench.seeds[0], bench.pruning_rates

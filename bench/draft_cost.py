@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def training_pass(model, examples, pad_id, batch_size=8) -> float:
-    from staff.scoring.batching import collate, length_sorted_batches
-    from staff.scoring.engine import per_sample_losses
+    from staff.training.batching import collate, length_sorted_batches
+    from staff.training.losses import per_sample_losses
 
     model.train()
     started = time.perf_counter()
@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     from staff.draft.run import _prompt_part
     from staff.draft.vocab import remap_examples, shrink_model, task_vocabulary
     from staff.models.loading import attach_lora, load_model, load_tokenizer
-    from staff.scoring.batching import collate, length_sorted_batches
+    from staff.training.batching import collate, length_sorted_batches
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -27,7 +27,7 @@ import torch
 from staff.config import DataConfig, LoraConfig, ModelConfig
 from staff.data import load_rows, to_examples, tokenize_examples
 from staff.models.loading import attach_lora, load_model, load_tokenizer
-from staff.scoring.batching import collate, length_sorted_batches, padding_fraction
+from staff.training.batching import collate, length_sorted_batches, padding_fraction
 from staff.scoring.engine import lora_linears, score_samples, set_trainable
 
 MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k" / "train.jsonl"

@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from staff.config import FinetuneConfig, LoraConfig, ModelConfig
-from staff.finetune.lora import finetune_lora
+from staff.training.lora import finetune_lora
 from staff.models.loading import attach_lora, load_model
 from staff.scoring.engine import score_samples
 

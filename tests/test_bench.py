@@ -299,7 +299,7 @@ def bench_file(tmp_path, files, model_dir, methods=ALL_METHODS, rates=(0.5, 0.75
 
 def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_files,
                                                         tiny_model_dir, monkeypatch):
-    import staff.finetune.lora as lora_module
+    import staff.training.lora as lora_module
     from staff.bench import Grid, load_bench_config
 
     path = bench_file(tmp_path, translation_files, tiny_model_dir)
@@ -418,7 +418,7 @@ def test_reference_cells_reuse_another_benchs_untuned_and_full_cells(
         tmp_path, translation_files, tiny_model_dir, tiny_target_dir, monkeypatch):
     """A bench that differs only in select.small takes the untuned and full-data cells of the
     bench it names, and refuses one evaluated another way."""
-    import staff.finetune.lora as lora_module
+    import staff.training.lora as lora_module
     from staff.bench import Grid, load_bench_config
     from staff.config import ConfigError
 

@@ -181,7 +181,7 @@ def powered_file(tmp_path, files, model_dir, **over):
 
 def test_powered_grid_parts_protocols_stage1_and_cells_csv(tmp_path, translation_files,
                                                            tiny_model_dir, monkeypatch):
-    import staff.finetune.lora as lora_module
+    import staff.training.lora as lora_module
     from staff.bench import Grid, load_bench_config
 
     calls = []

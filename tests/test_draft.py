@@ -13,7 +13,7 @@ from conftest import build_tiny_model
 from staff.config import DraftConfig, load_config
 from staff.draft.heal import distill, distillation_loss
 from staff.draft.layers import block_influence, drop_layers, layers_to_keep
-from staff.scoring.batching import collate
+from staff.training.batching import collate
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from staff.config import LoraConfig, ModelConfig
 from staff.models.loading import attach_lora, load_model
 from staff.scoring.engine import lora_linears, score_samples, set_trainable
-from staff.scoring.batching import collate
+from staff.training.batching import collate
 
 
 @dataclass

@@ -246,7 +246,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_resumable(edge_run, tmp_p
     import peft.peft_model
     import safetensors
 
-    import staff.runfolder as runfolder
+    import staff.runs.folder as runfolder
 
     cfg, run = copy_run(edge_run, tmp_path, finetune={**edge_run["tree"]["finetune"],
                                                       "checkpoint_every": 1})
@@ -278,7 +278,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_resumable(edge_run, tmp_p
 
 HOLD_LOCK = """
 import sys, time
-from staff.runfolder import RunFolder
+from staff.runs.folder import RunFolder
 with RunFolder(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(120)

@@ -6,7 +6,7 @@ import torch
 
 from dist_worker import samples
 from staff.config import FinetuneConfig, LoraConfig, ModelConfig
-from staff.finetune.lora import finetune_lora
+from staff.training.lora import finetune_lora
 from staff.models.loading import attach_lora, load_model
 
 
@@ -53,7 +53,7 @@ def test_a_resumed_run_counts_the_time_of_the_steps_it_kept(tiny_model_dir, tmp_
 
     import pytest
 
-    import staff.finetune.lora as lora
+    import staff.training.lora as lora
 
     save = lora._save_checkpoint
     saves = []

@@ -141,7 +141,7 @@ def test_report_explains_a_dense_high_v_region_with_no_samples_and_low_rho(tmp_p
 def test_low_agreement_is_a_warning_in_the_log(caplog):
     import logging
 
-    from staff.pipeline import _warn_if_low_agreement
+    from staff.stages.verify import _warn_if_low_agreement
 
     with caplog.at_level(logging.WARNING, logger="staff.pipeline"):
         _warn_if_low_agreement(np.arange(10.0), np.arange(10.0))

@@ -396,8 +396,8 @@ class _DiskFullAfterHalf:
 
 
 @pytest.mark.parametrize("module, name, command, expected", [
-    ("staff.runfolder", "scores.csv", "score", "error: cannot write {path}: {reason}"),
-    ("staff.runfolder", "coreset.jsonl", "pick", "error: cannot write {path}: {reason}"),
+    ("staff.runs.folder", "scores.csv", "score", "error: cannot write {path}: {reason}"),
+    ("staff.runs.folder", "coreset.jsonl", "pick", "error: cannot write {path}: {reason}"),
 ])
 def test_full_disk_is_one_line_error_and_keeps_the_old_file(edge_run, tmp_path, monkeypatch,
                                                             module, name, command, expected):
@@ -447,7 +447,7 @@ def test_full_disk_while_saving_a_score_shard_names_stage_and_folder(edge_run, t
 # polls the run folder, has time to SIGKILL it at the point it picked. Nothing else changes.
 PACED_CLI = """
 import sys, time
-import staff.finetune.lora as lora, staff.scoring.engine as engine
+import staff.training.lora as lora, staff.scoring.engine as engine
 
 def paced(module, name):
     original = getattr(module, name)

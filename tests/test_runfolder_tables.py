@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from staff.runfolder import read_table, write_table
+from staff.runs.folder import read_table, write_table
 
 
 def test_ids_that_look_like_missing_values_or_numbers_survive(tmp_path):

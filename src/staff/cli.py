@@ -97,7 +97,7 @@ def _one_line(err: Exception) -> str:
 def _print_result(result) -> None:
     if not _is_main_process():
         return
-    from .results import rate_dir, selections_dir
+    from .runs.layout import CORESET, rate_dir, selections_dir
 
     typer.echo(f"run folder: {result.run_dir}")
     n = result.n_samples
@@ -106,7 +106,7 @@ def _print_result(result) -> None:
     for p, ids in result.ids.items():
         folder = selections_dir(result.run_dir, result.method) / rate_dir(p)
         typer.echo(f"  p = {p:.2f}: coreset of {len(ids)} / {n} samples -> "
-                   f"{folder}/coreset.jsonl")
+                   f"{folder}/{CORESET}")
     if result.report is not None and result.report.is_file():
         typer.echo(f"  report: {result.report}")
     ran = {k: v for k, v in result.timings.items() if k not in result.cached}

@@ -21,10 +21,14 @@ class ConfigError(ValueError):
     """A bad option value or an unknown option; the message names the option."""
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
+def option(default: Any, help: str, **kw: Any) -> Any:
+    """A config field with its help string (every schema of the project declares with it)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+_f = option  # short, so that the help strings below stay aligned
 
 
 @dataclass
@@ -377,7 +381,7 @@ def _apply_preset(tree: dict) -> dict:
         section, option = key.split(".")
         if tree.get(section) is None:
             tree[section] = {}
-        if isinstance(tree[section], dict):  # anything else: _build names the bad section
+        if isinstance(tree[section], dict):  # anything else: build names the bad section
             tree[section].setdefault(option, value)
     return tree
 
@@ -397,7 +401,9 @@ DEMO_CONFIG: dict = {
 
 # ----------------------------------------------------------------------------- loading
 
-def _build(cls: type, values: dict, prefix: str) -> Any:
+def build(cls: type, values: dict, prefix: str = "") -> Any:
+    """A config dataclass ``cls`` from a tree, checked: unknown options and wrong types are
+    ConfigErrors naming the option (``prefix`` + name)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got "
                           f"{type(values).__name__}.")
@@ -410,7 +416,7 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
     for name, value in values.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
+            kwargs[name] = build(hint, value or {}, f"{prefix}{name}.")
         else:
             kwargs[name] = _check_type(value, hint, f"{prefix}{name}")
     return cls(**kwargs)
@@ -510,17 +516,39 @@ def apply_overrides(tree: dict, overrides: dict | list | None) -> dict:
     return tree
 
 
+def merge_defaults(defaults: dict, tree: dict) -> dict:
+    """``tree`` over ``defaults``, section by section (a new dict; neither is changed)."""
+    out = copy.deepcopy(defaults)
+    for key, value in tree.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_defaults(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_tree(path: str | Path | None, overrides: dict | list | None = None, *,
+              data_sections: tuple[str, ...] = ("data",), defaults: dict | None = None,
+              without_file: dict | None = None) -> dict:
+    """The one way every config file of the project (run, bench, fine-tune/evaluate) is read:
+    the YAML at ``path`` (``without_file`` when None), the ``path`` of each of
+    ``data_sections`` read from the file's folder, ``defaults`` merged under it, then the
+    overrides: a dict ``{"selection.regions": 20}`` or a list of ``"key=value"`` strings."""
+    tree = copy.deepcopy(without_file or {}) if path is None else read_yaml(path)
+    if path is not None:
+        resolve_data_paths(tree, Path(path).parent, *data_sections)
+    if defaults:
+        tree = merge_defaults(defaults, tree)
+    return apply_overrides(tree, overrides)  # never edits the embedded default: it is a copy
+
+
 def load_config(path: str | Path | None = None, overrides: dict | list | None = None) -> RunConfig:
     """Config from a YAML file (or the embedded demo default when ``path`` is None), then
     overrides: a dict ``{"selection.regions": 20}`` or a list of ``"key=value"`` strings.
 
     A relative ``data.path`` in the file is read from the file's folder (a config works from
     any working directory); one given as an override is read from the working directory."""
-    tree = copy.deepcopy(DEMO_CONFIG) if path is None else read_yaml(path)
-    if path is not None:
-        _resolve_data_path(tree, Path(path).parent)
-    apply_overrides(tree, overrides)  # never edits the embedded default: it is a copy
-    return _build(RunConfig, _apply_preset(tree), "")
+    return build(RunConfig, _apply_preset(load_tree(path, overrides, without_file=DEMO_CONFIG)))
 
 
 def _resolve_data_path(tree: dict, base: Path) -> None:
@@ -595,7 +623,7 @@ def dump_defaults() -> str:
 
 
 def config_from_dict(tree: dict) -> RunConfig:
-    return _build(RunConfig, _apply_preset(tree), "")
+    return build(RunConfig, _apply_preset(tree))
 
 
 def dump_config(cfg: RunConfig) -> str:

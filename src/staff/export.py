@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .results import load_result, rate_dir, selections_dir
-from .runfolder import write_atomic, write_json
+from .runs.layout import CONFIG, CORESET, rate_dir, selections_dir
+from .runs.result import load_result
+from .runs.folder import write_atomic, write_json
 
 
 class ExportError(ValueError):
@@ -36,9 +37,9 @@ def export_llama_factory(run_dir: str | Path, pruning_rate: float, dataset_dir: 
     if pruning_rate not in result.ids:
         raise ExportError(f"{run}: no coreset at pruning rate {pruning_rate} for method "
                           f"{result.method} (has {', '.join(f'{p:g}' for p in result.ids)}).")
-    source = selections_dir(run, result.method) / rate_dir(pruning_rate) / "coreset.jsonl"
+    source = selections_dir(run, result.method) / rate_dir(pruning_rate) / CORESET
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line]
-    data_cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text("utf-8"))).data
+    data_cfg = config_from_dict(yaml.safe_load((run / CONFIG).read_text("utf-8"))).data
     fmt = detect_format(rows[0], str(source)) if data_cfg.format == "auto" else data_cfg.format
     name = name or f"{run.name}_{result.method}_{rate_dir(pruning_rate)}"
     entry: dict = {"file_name": f"{name}.jsonl"}

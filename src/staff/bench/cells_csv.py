@@ -14,7 +14,7 @@ import csv
 import io
 from pathlib import Path
 
-from ..runfolder import write_atomic
+from ..runs.folder import write_atomic
 
 COLUMNS = ("dataset", "n_train", "n_test", "small", "target", "method", "rate", "seed",
            "protocol", "metric", "value")

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import (ConfigError, FinetuneConfig, LoraConfig, RunConfig, SelectionConfig,
-                      _build, _f, resolve_data_paths)
-from ..evaluation.config import (PAPER_FINETUNE, EvalConfig, TrainEvalConfig, apply_overrides,
-                                 merge_defaults, read_yaml)
+                      build, load_tree)
+from ..config import option as _f
+from ..evaluation.config import PAPER_FINETUNE, EvalConfig, TrainEvalConfig
 
 METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(SelectionConfig)["method"])
 # The paper's row order (Table 1): baselines, then STAFF (its variants after it).
@@ -263,10 +263,8 @@ def check_seeds(seeds) -> list[int]:
 def load_bench_config(path: str | Path, overrides: dict | list | None = None) -> BenchConfig:
     """BenchConfig from a YAML file and ``key=value`` overrides (``select.data.max_samples=100``,
     ``eval.max_samples=50``); unknown options are errors, naming their section."""
-    tree = read_yaml(path)
-    resolve_data_paths(tree, Path(path).parent, "select.data", "eval")
-    tree = apply_overrides(tree, overrides)
-    tree = merge_defaults({"finetune": PAPER_FINETUNE}, tree)
+    tree = load_tree(path, overrides, data_sections=("select.data", "eval"),
+                     defaults={"finetune": PAPER_FINETUNE})
     select = tree.pop("select", None)
     if not isinstance(select, dict) or not select:
         raise ConfigError(f"{path}: 'select' is missing: give the selection run config (data, "
@@ -278,5 +276,5 @@ def load_bench_config(path: str | Path, overrides: dict | list | None = None) ->
         if key in given:
             raise ConfigError(f"select.{key} is set by the grid: use the top-level {instead} "
                               "instead.")
-    tree["select"] = _build(RunConfig, select, "select.")
-    return _build(BenchConfig, tree, "")
+    tree["select"] = build(RunConfig, select, "select.")
+    return build(BenchConfig, tree)

@@ -31,7 +31,8 @@ from pathlib import Path
 import yaml
 
 from ..config import FINETUNE_NO_EFFECT, ConfigError
-from ..runfolder import RunFolder, fingerprint, write_atomic, write_json
+from ..runs.folder import RunFolder, fingerprint, write_atomic, write_json
+from ..runs.layout import rate_dir
 from .cells_csv import write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
                      check_seeds, row_order)
@@ -170,7 +171,7 @@ class Grid:
                 for method in part.methods:
                     result = self._select(method, seed, select_rates)
                     for p in part.rates:
-                        folder = cells / method.replace(":", "-") / f"p{p:.2f}" / (
+                        folder = cells / method.replace(":", "-") / rate_dir(p) / (
                             f"s{seed}" if part.protocol == "epochs" else f"s{seed}-steps")
                         self._cell(method, p, seed, _pick(result.ids, p), folder,
                                    part.protocol, c.decoded(p, part))

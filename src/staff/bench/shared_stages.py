@@ -21,15 +21,11 @@ import shutil
 from pathlib import Path
 
 from ..config import RunConfig
-from ..runfolder import RunFolder, write_atomic, write_dir_atomic
+from ..runs.folder import RunFolder, write_atomic, write_dir_atomic
+from ..runs.layout import OUTPUTS
 
 log = logging.getLogger(__name__)
 
-# What each stage leaves in its run folder, in corresponding order.
-OUTPUTS = {"train-small": ("small_adapter", "small_finetune_history.json"),
-           "train-target": ("target_adapter", "target_finetune_history.json"),
-           "score": ("scores.csv",),
-           "score-target": ("target_scores.csv", "target_embeddings.npy")}
 # The donor stage that computes the same thing as a stage when their fingerprints agree.
 # (score-target cannot come from score: it also needs the embeddings.)
 SAME_WORK = {"train-small": "train-target", "train-target": "train-small",

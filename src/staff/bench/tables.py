@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from ..runs.layout import rate_dir
+
 NAMES = {"random": "Random", "length": "Length", "grand": "GraNd", "el2n": "EL2N", "ccs": "CCS",
          "d2": "D2 Pruning", "staff": "STAFF", "full": "Full data (p = 0)",
          "untuned": "Untuned target"}
@@ -33,7 +35,7 @@ def cell_key(method: str, rate: float | None = None, seed: int | None = None,
         return "untuned"
     if method == "full":
         return f"full/s{seed}"
-    key = f"{method}/p{rate:.2f}/s{seed}"
+    key = f"{method}/{rate_dir(rate)}/s{seed}"
     return key if protocol == "epochs" else f"{key}/{protocol}"
 
 

@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import DraftConfig
-from ..runfolder import recover_dir, replace_dir
-from ..scoring.batching import collate, shuffled_bucketed_batches
-from ..scoring.engine import ScoringError
+from ..runs.folder import recover_dir, replace_dir
+from ..training.batching import collate, shuffled_bucketed_batches
+from ..training.losses import ScoringError
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _load(ckpt: Path, params, optimizer, scheduler):
 @torch.no_grad()
 def mean_response_loss(model, examples: list, pad_id: int, batch_size: int = 8) -> float:
     """Mean over samples of each one's mean response-token cross-entropy."""
-    from ..scoring.engine import per_sample_losses
+    from ..training.losses import per_sample_losses
 
     device = next(model.parameters()).device
     losses = []

@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..runfolder import fingerprint, write_atomic, write_dir_atomic
-from ..scoring.batching import collate, length_sorted_batches
+from ..runs.folder import fingerprint, write_atomic, write_dir_atomic
+from ..training.batching import collate, length_sorted_batches
 from .heal import distill, mean_response_loss
 from .layers import block_influence, decoder_layers, drop_layers, layers_to_keep
 

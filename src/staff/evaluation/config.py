@@ -7,14 +7,14 @@ evaluation recipe (§4.1: LoRA, 4 epochs, cosine schedule, warm-up 0.1, batch 8,
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, DataConfig, FinetuneConfig, LoraConfig, ModelConfig, _build,
-                      _f, apply_overrides, read_yaml, resolve_data_paths)
+from ..config import (ConfigError, DataConfig, FinetuneConfig, LoraConfig, ModelConfig,
+                      build, load_tree)
+from ..config import option as _f
 
 # The paper's recipe for fine-tuning the target on a coreset; merged under every loaded file so
 # that a file setting only finetune.learning_rate keeps 4 epochs (FinetuneConfig's own default is
@@ -106,23 +106,10 @@ class TrainEvalConfig:
         return dataclasses.replace(self.data, **over)
 
 
-def merge_defaults(defaults: dict, tree: dict) -> dict:
-    """``tree`` over ``defaults``, section by section (a new dict; neither is changed)."""
-    out = copy.deepcopy(defaults)
-    for key, value in tree.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_defaults(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_train_eval_config(path: str | Path | None = None,
                            overrides: dict | list | None = None) -> TrainEvalConfig:
     """TrainEvalConfig from a YAML file and ``section.option=value`` overrides; unknown options
     are errors. Unset fine-tuning options take the paper's values (``PAPER_FINETUNE``)."""
-    tree = read_yaml(path) if path is not None else {}
-    if path is not None:
-        resolve_data_paths(tree, Path(path).parent, "data", "eval")
-    tree = apply_overrides(merge_defaults({"finetune": PAPER_FINETUNE}, tree), overrides)
-    return _build(TrainEvalConfig, tree, "")
+    tree = load_tree(path, overrides, data_sections=("data", "eval"),
+                     defaults={"finetune": PAPER_FINETUNE})
+    return build(TrainEvalConfig, tree)

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
-from ..runfolder import fingerprint, write_atomic, write_dir_atomic, write_json
+from ..runs.folder import fingerprint, use_scratch, write_atomic, write_dir_atomic, write_json
+from ..runs.layout import CONFIG, IDS
 from ..config import FINETUNE_NO_EFFECT
 from .config import TrainEvalConfig
 
@@ -155,7 +156,7 @@ class TrainEval:
 
     def planned_steps(self, n_samples: int | None = None) -> int:
         """Optimiser steps of the epochs recipe on ``n_samples`` (default: the full data)."""
-        from ..finetune.lora import planned_steps
+        from ..training.lora import planned_steps
 
         n = len(self.train_examples) if n_samples is None else n_samples
         return planned_steps(n, self.cfg.finetune)
@@ -166,7 +167,7 @@ class TrainEval:
         ``out_dir/adapter``; skipped when done before with the same inputs. ``steps``: train
         exactly that many optimiser steps, cycling over the samples (None: the recipe's
         epochs)."""
-        from ..finetune.lora import finetune_lora
+        from ..training.lora import finetune_lora
         from ..models.loading import attach_lora
 
         c, out = self.cfg, Path(out_dir)
@@ -179,14 +180,11 @@ class TrainEval:
             log.info("fine-tuning %s: done before, skipped", out)
             return FinetuneResult(out, adapter, info)
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.yaml", _yaml(dataclasses.replace(c, seed=seed,
+        write_atomic(out / CONFIG, _yaml(dataclasses.replace(c, seed=seed,
                                                                     output_dir=str(out))))
-        write_atomic(out / "ids.txt", "".join(f"{e.id}\n" for e, _ in pairs))
+        write_atomic(out / IDS, "".join(f"{e.id}\n" for e, _ in pairs))
         work = out / "finetune_work"
-        marker = work / "fingerprint"
-        if work.exists() and not (marker.is_file() and marker.read_text().strip() == fp):
-            shutil.rmtree(work)  # a checkpoint of other inputs must not be resumed
-        write_atomic(marker, fp + "\n")
+        use_scratch(work, fp)  # a checkpoint of other inputs must not be resumed
         log.info("fine-tuning %s on %d samples (seed %d)", c.model.name, len(pairs), seed)
         started = time.perf_counter()
         model = attach_lora(self.base_model(), c.lora, seed)
@@ -244,8 +242,8 @@ class TrainEval:
         skipped when done before with the same inputs."""
         import torch
 
-        from ..scoring.batching import collate, length_sorted_batches
-        from ..scoring.engine import per_sample_losses
+        from ..training.batching import collate, length_sorted_batches
+        from ..training.losses import per_sample_losses
 
         c, out = self.cfg, Path(out_dir)
         examples, _ = self.eval_set

@@ -9,256 +9,21 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ..runfolder import read_table, write_atomic
+from ..runs import layout as L
+from ..runs.folder import write_atomic
 from . import figures
+from .numbers import (DECILES, FLAG_FIELD, LOW_RHO, agreement, composition, decile_composition,
+                      flagged_counts, low_agreement_note, region_edges)
+from .read import Rate, ReportError, Run, read_run  # noqa: F401 - staff.report's API
 
 log = logging.getLogger(__name__)
-
-STAGE_ORDER = ("train-small", "score", "verify", "pick")
-MAX_VALUES = 12  # composition: the most frequent values, the rest as "other"
-
-
-class ReportError(ValueError):
-    """The folder is not a finished run, or one of its files is unreadable; names the file."""
-
-
-@dataclass
-class Rate:
-    name: str            # "p0.50"
-    pruning_rate: float
-    n: int
-    m: int
-    ids: list[str]
-    regions: pd.DataFrame | None   # STAFF's region table; None for other methods
-    current: bool = True           # False: left by an earlier pick with other scores/options
-
-
-@dataclass
-class Run:
-    path: Path
-    cfg: object          # staff.config.RunConfig
-    scores: pd.DataFrame
-    verification: pd.DataFrame
-    rates: list[Rate]
-    timings: dict[str, float] = field(default_factory=dict)
-    method: str = "staff"
-
-
-# ----------------------------------------------------------------------------- reading
-
-def _csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise ReportError(f"{path} is missing: not a finished run folder.")
-    try:
-        frame = read_table(path)
-    except (ValueError, OSError) as err:
-        raise ReportError(f"{path}: cannot read it ({str(err).strip().splitlines()[0]}).")
-    missing = [c for c in columns if c not in frame]
-    if missing:
-        raise ReportError(f"{path}: no column '{missing[0]}' (has {', '.join(frame)}).")
-    return frame
-
-
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as err:
-        raise ReportError(f"{path}: cannot read it ({err}).")
-
-
-def read_run(run_dir: str | Path, method: str | None = None) -> Run:
-    """Everything the report on ``method``'s coresets shows (default: STAFF's, else the
-    folder's only method), from the run folder's files."""
-    from ..config import config_from_dict
-    from ..results import methods_in, selections_dir
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ReportError(f"{path} is not a folder.")
-    if method is None:
-        method = (methods_in(path) or ["staff"])[0]
-    summary_path = selections_dir(path, method) / "summary.json"
-    if not (path / "config.yaml").is_file() or not summary_path.is_file():
-        raise ReportError(f"{path} is not a finished run folder: it has no config.yaml or no "
-                          f"{summary_path.relative_to(path)} (run `staff select` first).")
-    try:
-        cfg = config_from_dict(yaml.safe_load((path / "config.yaml").read_text("utf-8")) or {})
-    except yaml.YAMLError as err:
-        raise ReportError(f"{path / 'config.yaml'}: not valid YAML ({err}).")
-    if method == "staff":
-        scores = _csv(path / "scores.csv", ("id", "effort"))
-        verification = _csv(path / "verification.csv", ("id", "region"))
-    else:  # the baselines' scores are the fine-tuned target's; random has none
-        target = path / "target_scores.csv"
-        scores = (_csv(target, ("id",)) if method not in ("random", "length") and target.is_file()
-                  else pd.DataFrame(columns=["id"]))
-        verification = pd.DataFrame(columns=["id", "region", "small_effort", "target_effort"])
-    # Columns are small_<score> / target_<score>: effort by default, el2n or loss when the
-    # run used another speculative score (selection.score).
-    pair = [c for c in verification.columns if c.startswith(("small_", "target_"))]
-    if len(pair) == 2 and "small_effort" not in verification.columns:
-        verification = verification.rename(columns={pair[0]: "small_effort",
-                                                    pair[1]: "target_effort"})
-    rates = []
-    for name, info in sorted(_json(summary_path).items(), key=lambda kv: kv[1]["pruning_rate"]):
-        folder = summary_path.parent / name
-        ids_path = folder / "ids.txt"
-        if not ids_path.is_file():
-            raise ReportError(f"{ids_path} is missing: not a finished run folder.")
-        ids = ids_path.read_text(encoding="utf-8").splitlines()
-        regions = (_csv(folder / "regions.csv", ("region", "lo", "hi", "size", "verified",
-                                                 "factor", "budget", "selected"))
-                   if method == "staff" else None)
-        rates.append(Rate(name, float(info["pruning_rate"]), int(info["n"]), int(info["m"]),
-                          ids, regions, bool(info.get("current", True))))
-    return Run(path, cfg, scores, verification, rates, _timings(path, method), method)
-
-
-def _timings(path: Path, method: str = "staff") -> dict[str, float]:
-    """timings.json, else the seconds recorded in state.json; stages in run order; only the
-    stages ``method`` runs (a folder shared by several methods records them all)."""
-    if (path / "timings.json").is_file():
-        raw = _json(path / "timings.json")
-    elif (path / "state.json").is_file():
-        raw = {k: v.get("seconds", 0.0) for k, v in _json(path / "state.json")["stages"].items()}
-    else:
-        return {}
-    from ..results import TARGET_STAGES
-
-    if method in ("random", "length"):
-        raw = {s: t for s, t in raw.items() if s == "pick"}
-    elif method != "staff":
-        raw = {s: t for s, t in raw.items() if s in TARGET_STAGES}
-    else:
-        raw = {s: t for s, t in raw.items() if s not in TARGET_STAGES or s == "pick"}
-    order = [s for s in STAGE_ORDER if s in raw] + [s for s in raw if s not in STAGE_ORDER]
-    return {s: float(raw[s]) for s in order}
-
-
-# ----------------------------------------------------------------------------- numbers
-
-def region_labels(scores: np.ndarray, k: int) -> np.ndarray:
-    """K equal-width regions over [min, max] of ``scores`` (as ``make_regions`` draws them)."""
-    from ..selection.staff import make_regions
-
-    return make_regions(np.asarray(scores, dtype=float), k).of
-
-
-def agreement(verification: pd.DataFrame, k: int) -> tuple[float, float, float, float]:
-    """(Spearman's ρ, its p-value, Rand index, adjusted Rand index) between small and target
-    scores on the verified samples; the Rand indices compare the K regions each model's own
-    scores induce (the paper's Table 18 reports the plain one). NaN where fewer than 2 samples
-    (or a constant score) allow none.
-
-    The plain Rand index is high by chance: with K equal-width regions most pairs of samples
-    fall in different regions under any two scorings (0.925 for shuffled scores on Multi30k,
-    BENCHMARKS.md). The adjusted index subtracts what chance gives (0 = chance, 1 = the same
-    partition), so it is shown beside it."""
-    from scipy.stats import spearmanr
-    from sklearn.metrics import adjusted_rand_score, rand_score
-
-    small = verification["small_effort"].to_numpy(float)
-    target = verification["target_effort"].to_numpy(float)
-    if len(small) < 2:
-        return (float("nan"),) * 4
-    if np.ptp(small) > 0 and np.ptp(target) > 0:
-        result = spearmanr(small, target)
-        rho, p_value = float(result.statistic), float(result.pvalue)
-    else:
-        rho, p_value = float("nan"), float("nan")
-    small_regions, target_regions = region_labels(small, k), region_labels(target, k)
-    ri = float(rand_score(small_regions, target_regions))
-    ari = float(adjusted_rand_score(small_regions, target_regions))
-    return rho, p_value, ri, ari
-
-
-def region_edges(regions: pd.DataFrame, k: int) -> np.ndarray:
-    """The K+1 edges. Regions 0 and K-1 hold the min and the max, so they are never empty
-    (and always in regions.csv, which lists only non-empty regions)."""
-    return np.linspace(regions["lo"].min(), regions["hi"].max(), k + 1)
-
-
-def composition(run: Run) -> tuple[str | None, pd.DataFrame | None, str]:
-    """(field, shares per value: full data and each coreset, note). Shares None -> skipped,
-    and the note says why."""
-    data_cfg = run.cfg.data
-    try:
-        examples = _examples(run)
-    except Exception as err:  # a moved/unreadable data set only costs this section
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return None, None, f"the run's data ({data_cfg.path}) could not be read: {reason}."
-    wanted = run.cfg.report.composition_field
-    keys = set().union(*(e.row.keys() for e in examples))
-    name = wanted or next((f for f in ("task", "topic") if f in keys), None)
-    if name is None:
-        return None, None, ("the rows have no 'task' or 'topic' field; set "
-                            "report.composition_field to compare by another field.")
-    if name not in keys:
-        return None, None, f"report.composition_field == {name!r}, but no row has that field."
-    value_of = {e.id: _value(e.row.get(name)) for e in examples}
-    series = {"full data": pd.Series(list(value_of.values()))}
-    unknown = 0
-    for rate in run.rates:
-        values = [value_of.get(i) for i in rate.ids]
-        unknown += sum(v is None for v in values)
-        series[f"p = {rate.pruning_rate:.2f}"] = pd.Series(
-            ["(not in data)" if v is None else v for v in values])
-    counts = pd.DataFrame({k: s.value_counts() for k, s in series.items()}).fillna(0)
-    counts = counts.sort_values("full data", ascending=False, kind="stable")
-    if len(counts) > MAX_VALUES:
-        rest = counts.iloc[MAX_VALUES - 1:].sum().rename("(other)")
-        counts = pd.concat([counts.iloc[:MAX_VALUES - 1], rest.to_frame().T])
-    note = (f"{unknown} selected id(s) are not in the data any more: it changed since the run."
-            if unknown else "")
-    return name, counts / counts.sum(), note
-
-
-def _examples(run: Run):
-    """The run's samples, read once per report (composition and flagged rows need them)."""
-    if "_examples" not in run.__dict__:
-        from ..data import load_rows, to_examples
-
-        data_cfg = run.cfg.data
-        run.__dict__["_examples"] = to_examples(load_rows(data_cfg), data_cfg,
-                                                source=data_cfg.path)
-    return run.__dict__["_examples"]
-
-
-FLAG_FIELD = "note"  # the demo data marks its planted rows: note = duplicate / wrong_answer
-
-
-def flagged_counts(run: Run) -> pd.DataFrame | None:
-    """Rows flagged in the data (field ``note``, as the demo plants duplicates and wrong
-    answers "for selection to find"), per coreset: how many it kept, against the mean of a
-    uniform random draw of the same size, count * m / N (the hypergeometric mean). None when
-    no row has the field."""
-    try:
-        examples = _examples(run)
-    except Exception:  # noqa: BLE001 - the composition section already says why
-        return None
-    flag_of = {e.id: e.row.get(FLAG_FIELD) for e in examples
-               if e.row.get(FLAG_FIELD) not in (None, "")}
-    if not flag_of:
-        return None
-    totals = pd.Series(list(flag_of.values())).value_counts().sort_index()
-    rows = []
-    for rate in run.rates:
-        kept = pd.Series([flag_of[i] for i in rate.ids if i in flag_of]).value_counts()
-        for value, total in totals.items():
-            rows.append({"pruning rate": f"{rate.pruning_rate:.2f}", FLAG_FIELD: value,
-                         "in the data": int(total), "kept": int(kept.get(value, 0)),
-                         "random draw of m (mean)": round(total * rate.m / len(examples), 1)})
-    return pd.DataFrame(rows)
 
 
 def _flagged_section(run: Run) -> str:
@@ -301,25 +66,6 @@ def _zero_region_note(rate: Rate) -> str:
             "paper's rule (it favours sparse regions, where redundancy is low); "
             "<code>selection.budget_rule: share</code> divides by the sum of V over the "
             "unvisited regions instead.</p>")
-
-
-LOW_RHO = 0.3  # below this the small model's ranking says little about the target's
-
-
-def low_agreement_note(rho: float) -> str:
-    """One line on why a low Spearman's rho matters (also logged after verify)."""
-    shown = "undefined" if np.isnan(rho) else f"{rho:.2f}"
-    return (f"Spearman's ρ between small and target scores on the verified samples is {shown} "
-            f"(< {LOW_RHO}): the small model's scores barely predict the target's here, so the "
-            "regions say little about the target and V_i carries the selection. STAFF assumes "
-            "a small model of the target's family (same tokenizer); with another family "
-            "(the demo: SmolLM2 -> Gemma) expect this.")
-
-
-def _value(v) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "(missing)"
-    return v if isinstance(v, str) else json.dumps(v, default=str)
 
 
 # ----------------------------------------------------------------------------- html
@@ -379,11 +125,9 @@ METHODS = {  # what a baseline's report says it did (README, "Baselines and abla
 
 
 def _overview(run: Run) -> str:
-    from ..results import selections_dir
-
-    where = selections_dir(Path("."), run.method).as_posix()
+    where = L.selections_dir(Path("."), run.method).as_posix()
     rows = [{"pruning rate": f"{r.pruning_rate:.2f}", "coreset m": r.m, "of N": r.n,
-             "selected ids": len(r.ids), "coreset file": f"{where}/{r.name}/coreset.jsonl"}
+             "selected ids": len(r.ids), "coreset file": f"{where}/{r.name}/{L.CORESET}"}
             for r in run.rates]
     stale = [r for r in run.rates if not r.current]
     note = ""
@@ -487,37 +231,6 @@ def _agreement_section(run: Run) -> str:
         "samples in small-model order: in a good pair the two curves rise together.") + stats)
 
 
-DECILES = 10
-
-
-def decile_composition(run: Run, score: str = "effort") -> pd.DataFrame | None:
-    """Per score decile of the full data: its score range, each coreset's share of it, and the
-    2.5-97.5% range of that share in a uniform random draw of the same size (hypergeometric:
-    the decile's count among N, m drawn). A coreset whose shares sit inside the random ranges
-    is, by this score, what a random draw would have kept. None without the score."""
-    from scipy.stats import hypergeom
-
-    if score not in run.scores.columns or run.scores.empty:
-        return None
-    values = run.scores[score].to_numpy(dtype=float)
-    edges = np.quantile(values, np.linspace(0, 1, DECILES + 1))
-    decile = np.clip(np.searchsorted(edges[1:-1], values, side="right"), 0, DECILES - 1)
-    of = dict(zip(run.scores["id"].astype(str), decile))
-    counts = np.bincount(decile, minlength=DECILES)
-    table = pd.DataFrame({"decile": np.arange(1, DECILES + 1), "lo": edges[:-1],
-                          "hi": edges[1:], "samples": counts})
-    for rate in run.rates:
-        kept = np.bincount([of[i] for i in rate.ids if i in of], minlength=DECILES)
-        name = f"p = {rate.pruning_rate:.2f}"
-        table[name] = kept / max(rate.m, 1)
-        low = hypergeom.ppf(0.025, len(values), counts, rate.m) / max(rate.m, 1)
-        high = hypergeom.ppf(0.975, len(values), counts, rate.m) / max(rate.m, 1)
-        table[f"{name} random 95%"] = [f"{100 * a:.1f}–{100 * b:.1f} %"
-                                       for a, b in zip(low, high)]
-        table.attrs[name] = (low, high)
-    return table
-
-
 def _decile_section(run: Run) -> str:
     table = decile_composition(run)
     if table is None:
@@ -598,11 +311,10 @@ def build_report(run_dir: str | Path, *, method: str | None = None,
     """Write the report on ``method``'s coresets (default: STAFF's, else the folder's only
     method) atomically -- ``report.html`` for STAFF, ``report-<method>.html`` for another --
     and return its path. ``benchmark``: rows for :func:`benchmark_section`, left out when None."""
-    from ..results import report_name
-
     run = read_run(run_dir, method)
     if not run.rates:
-        raise ReportError(f"{run.path / 'selections' / 'summary.json'} lists no pruning rate.")
+        raise ReportError(f"{L.selections_dir(run.path, run.method) / L.SUMMARY} lists no "
+                          "pruning rate.")
     if run.method == "staff":
         body = [_header(run), _scores_section(run), _regions_section(run),
                 _agreement_section(run), _decile_section(run), _composition_section(run),
@@ -617,7 +329,7 @@ def build_report(run_dir: str | Path, *, method: str | None = None,
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)} report: {_e(run.path.name)}</title><style>{CSS}</style></head>"
             f"<body>\n" + "\n".join(body) + "\n</body></html>\n")
-    out = run.path / report_name(run.method)
+    out = run.path / L.report_name(run.method)
     write_atomic(out, page)
     log.info("report written: %s", out)
     return out
@@ -634,7 +346,7 @@ def _numbered(parts: list[str]) -> list[str]:
 
 def build_reports(run_dir: str | Path) -> list[Path]:
     """A report for every method with coresets in the folder (``staff report``)."""
-    from ..results import methods_in
+    from ..runs.result import methods_in
 
     methods = methods_in(run_dir) or [None]  # None: read_run names what is missing
     return [build_report(run_dir, method=m) for m in methods]

@@ -11,10 +11,8 @@ one and replays the same batch order, so it ends where an uninterrupted run ends
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import FinetuneConfig
-from ..runfolder import recover_dir, replace_dir
-from ..scoring.batching import collate, shuffled_bucketed_batches
-from ..scoring.engine import ScoringError, per_sample_losses
+from ..runs import resumable
+from .batching import collate, shuffled_bucketed_batches
+from .losses import ScoringError, per_sample_losses
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     # One process: stay on the device the model is on (accelerate would pick cuda:0 itself).
     accelerator = accelerator or Accelerator(cpu=next(model.parameters()).device.type == "cpu")
     work_dir = Path(work_dir)
-    ckpt_dir = work_dir / "checkpoint"
+    ckpt_dir = resumable.checkpoint_dir(work_dir)
     lengths = np.array([len(e.input_ids) for e in examples])
     world, rank = accelerator.num_processes, accelerator.process_index
     # Each optimiser step consumes world × grad_accum micro-batches of batch_size samples.
@@ -66,13 +64,12 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     history = {"loss": [], "steps": 0}
     step = 0
     if accelerator.is_main_process:
-        recover_dir(ckpt_dir)  # what a kill inside replace_dir left behind
+        resumable.recover(ckpt_dir)  # what a kill inside a save left behind
     accelerator.wait_for_everyone()
-    if (ckpt_dir / "state.json").is_file():
+    if resumable.saved(ckpt_dir):
         step, history = _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler)
         log.info("resuming fine-tuning at step %d of %d", step, total_steps)
-    earlier = float(history.get("seconds", 0.0))  # checkpoints before 0.2 do not have it
-    started = time.perf_counter()
+    clock = resumable.Clock(history)
     if cfg.gradient_checkpointing:
         _set_gradient_checkpointing(accelerator.unwrap_model(model), True)
     model.train()
@@ -121,7 +118,7 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
             bar.set_postfix(loss=f"{mean_loss:.3f}")
             if step % checkpoint_every == 0 or step % steps_per_epoch == 0 or step == total_steps:
                 history["steps"] = step
-                history["seconds"] = earlier + time.perf_counter() - started
+                clock.stamp(history)
                 _save_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler, step, history)
         epoch += 1
     bar.close()
@@ -130,9 +127,7 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
         # Scoring runs on this model next: its hooks must see one forward per sample.
         _set_gradient_checkpointing(accelerator.unwrap_model(model), False)
     history["steps"] = step
-    history["seconds"] = earlier + time.perf_counter() - started
-    history["seconds_before_resume"] = earlier
-    return history
+    return clock.close(history)
 
 
 def planned_steps(n_samples: int, cfg: FinetuneConfig, world: int = 1) -> int:
@@ -171,28 +166,19 @@ def _save_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler, step, h
     if not accelerator.is_main_process:
         return
     unwrapped = accelerator.unwrap_model(model)
-
-    def write(folder: Path) -> None:
-        unwrapped.save_pretrained(folder / "adapter", save_embedding_layers=False)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, folder / "trainer.pt")
-        (folder / "state.json").write_text(json.dumps({"step": step, "history": history}))
-
-    replace_dir(ckpt_dir, write)
+    resumable.save(ckpt_dir, step, history, optimizer, scheduler,
+                   write=lambda d: unwrapped.save_pretrained(d / "adapter",
+                                                             save_embedding_layers=False))
 
 
 def _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler):
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = json.loads((ckpt_dir / "state.json").read_text())
     weights = load_file(str(ckpt_dir / "adapter" / "adapter_model.safetensors"))
     set_peft_model_state_dict(accelerator.unwrap_model(model), weights)
-    trainer = torch.load(ckpt_dir / "trainer.pt", weights_only=False)
-    optimizer.load_state_dict(trainer["optimizer"])
-    scheduler.load_state_dict(trainer["scheduler"])
-    torch.set_rng_state(trainer["torch_rng"])
-    return state["step"], state["history"]
+    step, history, _ = resumable.load(ckpt_dir, optimizer, scheduler)
+    return step, history
 
 
 def check_finite_losses(losses: list[float], name: str) -> None:

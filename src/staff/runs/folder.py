@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from .layout import CONFIG, STATE
+
 
 class RunFolderError(ValueError):
     """The run folder cannot be written; the message names it."""
@@ -166,7 +168,7 @@ def _alive(pid: int) -> bool:
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._state_path = self.path / "state.json"
+        self._state_path = self.path / STATE
 
     def create(self) -> None:
         """Make the folder (if needed) and check that it can be written."""
@@ -261,5 +263,21 @@ class RunFolder:
         return {k: v["seconds"] for k, v in self.state["stages"].items()}
 
     def write_config(self, cfg) -> None:
-        write_atomic(self.path / "config.yaml",
+        write_atomic(self.path / CONFIG,
                      yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def use_scratch(folder: Path, fp: str) -> bool:
+    """Make ``folder`` the resumable work (checkpoints, score shards) of inputs ``fp``: work a
+    killed run left with other inputs is discarded first, since it would mix into this one.
+    The fingerprint is kept in the folder (``SCRATCH_MARKER``). Returns whether work was
+    discarded."""
+    from .layout import SCRATCH_MARKER
+
+    folder = Path(folder)
+    marker = folder / SCRATCH_MARKER
+    discard = folder.exists() and not (marker.is_file() and marker.read_text().strip() == fp)
+    if discard:
+        shutil.rmtree(folder)
+    write_atomic(marker, fp + "\n")
+    return discard

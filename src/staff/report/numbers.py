@@ -1,0 +1,178 @@
+"""The numbers the report shows, computed from what ``read`` returns: small/target agreement,
+region edges, composition of the coresets by a data field and by score decile, flagged rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from .read import Run
+
+
+MAX_VALUES = 12  # composition: the most frequent values, the rest as "other"
+
+
+def region_labels(scores: np.ndarray, k: int) -> np.ndarray:
+    """K equal-width regions over [min, max] of ``scores`` (as ``make_regions`` draws them)."""
+    from ..selection.staff import make_regions
+
+    return make_regions(np.asarray(scores, dtype=float), k).of
+
+
+def agreement(verification: pd.DataFrame, k: int) -> tuple[float, float, float, float]:
+    """(Spearman's ρ, its p-value, Rand index, adjusted Rand index) between small and target
+    scores on the verified samples; the Rand indices compare the K regions each model's own
+    scores induce (the paper's Table 18 reports the plain one). NaN where fewer than 2 samples
+    (or a constant score) allow none.
+
+    The plain Rand index is high by chance: with K equal-width regions most pairs of samples
+    fall in different regions under any two scorings (0.925 for shuffled scores on Multi30k,
+    BENCHMARKS.md). The adjusted index subtracts what chance gives (0 = chance, 1 = the same
+    partition), so it is shown beside it."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import adjusted_rand_score, rand_score
+
+    small = verification["small_effort"].to_numpy(float)
+    target = verification["target_effort"].to_numpy(float)
+    if len(small) < 2:
+        return (float("nan"),) * 4
+    if np.ptp(small) > 0 and np.ptp(target) > 0:
+        result = spearmanr(small, target)
+        rho, p_value = float(result.statistic), float(result.pvalue)
+    else:
+        rho, p_value = float("nan"), float("nan")
+    small_regions, target_regions = region_labels(small, k), region_labels(target, k)
+    ri = float(rand_score(small_regions, target_regions))
+    ari = float(adjusted_rand_score(small_regions, target_regions))
+    return rho, p_value, ri, ari
+
+
+def region_edges(regions: pd.DataFrame, k: int) -> np.ndarray:
+    """The K+1 edges. Regions 0 and K-1 hold the min and the max, so they are never empty
+    (and always in regions.csv, which lists only non-empty regions)."""
+    return np.linspace(regions["lo"].min(), regions["hi"].max(), k + 1)
+
+
+def composition(run: Run) -> tuple[str | None, pd.DataFrame | None, str]:
+    """(field, shares per value: full data and each coreset, note). Shares None -> skipped,
+    and the note says why."""
+    data_cfg = run.cfg.data
+    try:
+        examples = _examples(run)
+    except Exception as err:  # a moved/unreadable data set only costs this section
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return None, None, f"the run's data ({data_cfg.path}) could not be read: {reason}."
+    wanted = run.cfg.report.composition_field
+    keys = set().union(*(e.row.keys() for e in examples))
+    name = wanted or next((f for f in ("task", "topic") if f in keys), None)
+    if name is None:
+        return None, None, ("the rows have no 'task' or 'topic' field; set "
+                            "report.composition_field to compare by another field.")
+    if name not in keys:
+        return None, None, f"report.composition_field == {name!r}, but no row has that field."
+    value_of = {e.id: _value(e.row.get(name)) for e in examples}
+    series = {"full data": pd.Series(list(value_of.values()))}
+    unknown = 0
+    for rate in run.rates:
+        values = [value_of.get(i) for i in rate.ids]
+        unknown += sum(v is None for v in values)
+        series[f"p = {rate.pruning_rate:.2f}"] = pd.Series(
+            ["(not in data)" if v is None else v for v in values])
+    counts = pd.DataFrame({k: s.value_counts() for k, s in series.items()}).fillna(0)
+    counts = counts.sort_values("full data", ascending=False, kind="stable")
+    if len(counts) > MAX_VALUES:
+        rest = counts.iloc[MAX_VALUES - 1:].sum().rename("(other)")
+        counts = pd.concat([counts.iloc[:MAX_VALUES - 1], rest.to_frame().T])
+    note = (f"{unknown} selected id(s) are not in the data any more: it changed since the run."
+            if unknown else "")
+    return name, counts / counts.sum(), note
+
+
+def _examples(run: Run):
+    """The run's samples, read once per report (composition and flagged rows need them)."""
+    if "_examples" not in run.__dict__:
+        from ..data import load_rows, to_examples
+
+        data_cfg = run.cfg.data
+        run.__dict__["_examples"] = to_examples(load_rows(data_cfg), data_cfg,
+                                                source=data_cfg.path)
+    return run.__dict__["_examples"]
+
+
+FLAG_FIELD = "note"  # the demo data marks its planted rows: note = duplicate / wrong_answer
+
+
+def flagged_counts(run: Run) -> pd.DataFrame | None:
+    """Rows flagged in the data (field ``note``, as the demo plants duplicates and wrong
+    answers "for selection to find"), per coreset: how many it kept, against the mean of a
+    uniform random draw of the same size, count * m / N (the hypergeometric mean). None when
+    no row has the field."""
+    try:
+        examples = _examples(run)
+    except Exception:  # noqa: BLE001 - the composition section already says why
+        return None
+    flag_of = {e.id: e.row.get(FLAG_FIELD) for e in examples
+               if e.row.get(FLAG_FIELD) not in (None, "")}
+    if not flag_of:
+        return None
+    totals = pd.Series(list(flag_of.values())).value_counts().sort_index()
+    rows = []
+    for rate in run.rates:
+        kept = pd.Series([flag_of[i] for i in rate.ids if i in flag_of]).value_counts()
+        for value, total in totals.items():
+            rows.append({"pruning rate": f"{rate.pruning_rate:.2f}", FLAG_FIELD: value,
+                         "in the data": int(total), "kept": int(kept.get(value, 0)),
+                         "random draw of m (mean)": round(total * rate.m / len(examples), 1)})
+    return pd.DataFrame(rows)
+
+
+LOW_RHO = 0.3  # below this the small model's ranking says little about the target's
+
+
+def low_agreement_note(rho: float) -> str:
+    """One line on why a low Spearman's rho matters (also logged after verify)."""
+    shown = "undefined" if np.isnan(rho) else f"{rho:.2f}"
+    return (f"Spearman's ρ between small and target scores on the verified samples is {shown} "
+            f"(< {LOW_RHO}): the small model's scores barely predict the target's here, so the "
+            "regions say little about the target and V_i carries the selection. STAFF assumes "
+            "a small model of the target's family (same tokenizer); with another family "
+            "(the demo: SmolLM2 -> Gemma) expect this.")
+
+
+def _value(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "(missing)"
+    return v if isinstance(v, str) else json.dumps(v, default=str)
+
+
+DECILES = 10
+
+
+def decile_composition(run: Run, score: str = "effort") -> pd.DataFrame | None:
+    """Per score decile of the full data: its score range, each coreset's share of it, and the
+    2.5-97.5% range of that share in a uniform random draw of the same size (hypergeometric:
+    the decile's count among N, m drawn). A coreset whose shares sit inside the random ranges
+    is, by this score, what a random draw would have kept. None without the score."""
+    from scipy.stats import hypergeom
+
+    if score not in run.scores.columns or run.scores.empty:
+        return None
+    values = run.scores[score].to_numpy(dtype=float)
+    edges = np.quantile(values, np.linspace(0, 1, DECILES + 1))
+    decile = np.clip(np.searchsorted(edges[1:-1], values, side="right"), 0, DECILES - 1)
+    of = dict(zip(run.scores["id"].astype(str), decile))
+    counts = np.bincount(decile, minlength=DECILES)
+    table = pd.DataFrame({"decile": np.arange(1, DECILES + 1), "lo": edges[:-1],
+                          "hi": edges[1:], "samples": counts})
+    for rate in run.rates:
+        kept = np.bincount([of[i] for i in rate.ids if i in of], minlength=DECILES)
+        name = f"p = {rate.pruning_rate:.2f}"
+        table[name] = kept / max(rate.m, 1)
+        low = hypergeom.ppf(0.025, len(values), counts, rate.m) / max(rate.m, 1)
+        high = hypergeom.ppf(0.975, len(values), counts, rate.m) / max(rate.m, 1)
+        table[f"{name} random 95%"] = [f"{100 * a:.1f}–{100 * b:.1f} %"
+                                       for a, b in zip(low, high)]
+        table.attrs[name] = (low, high)
+    return table
