@@ -63,7 +63,7 @@ class HeldOutEvaluation:
         Each example's loss is the mean cross-entropy over its own response tokens (the
         training loss's definition, so that long references do not dominate); ``loss`` is the
         mean over examples, and ``per_example`` keeps each one for paired statistics. With
-        several references, the first one is scored. Written to ``out_dir/loss.json`` (``HELD_OUT_LOSS``),
+        several references, the first one is scored. Written to ``out_dir/loss.json``,
         skipped when done before with the same inputs."""
         import torch
 
