@@ -32,7 +32,7 @@ import yaml
 
 from ..config import FINETUNE_NO_EFFECT, ConfigError
 from ..runs.folder import RunFolder, fingerprint, write_atomic, write_json
-from ..runs.layout import rate_dir
+from ..runs.layout import EVAL_DIR, PREDICTIONS, rate_dir
 from .cells_csv import write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
                      check_seeds, row_order)
@@ -156,7 +156,7 @@ class Grid:
                                                               allow_unicode=True))
         cells = self.out / "cells"
         reference = self._reference_cells() or cells
-        self._untuned(reference / "untuned" / "eval")
+        self._untuned(reference / "untuned" / EVAL_DIR)
         # With stage 1 held fixed, its seed goes first: the other seeds copy its stage 1.
         first = [c.stage1_seed] if c.stage1_seed is not None else []
         for part in parts:
@@ -255,11 +255,11 @@ class Grid:
         # The steps protocol: exactly the full-data cell's optimiser steps, over the coreset.
         steps = te.planned_steps() if protocol == "steps" and ids is not None else None
         tuned = te.finetune(folder, ids, seed, steps=steps)
-        loss = te.held_out_loss(folder / "eval", tuned.adapter_dir, tuned.model)
-        metrics = (te.evaluate(folder / "eval", tuned.adapter_dir, tuned.model) if decode
+        loss = te.held_out_loss(folder / EVAL_DIR, tuned.adapter_dir, tuned.model)
+        metrics = (te.evaluate(folder / EVAL_DIR, tuned.adapter_dir, tuned.model) if decode
                    else None)
         tuned.model = None  # free the tuned model before the next cell
-        self._record(method, rate, seed, protocol, tuned.info, loss, metrics, folder / "eval")
+        self._record(method, rate, seed, protocol, tuned.info, loss, metrics, folder / EVAL_DIR)
 
     def _record(self, method, rate, seed, protocol: str, train_info: dict | None, loss: dict,
                 metrics: dict | None, eval_dir: Path) -> None:
@@ -281,7 +281,7 @@ class Grid:
         self._recorded["per_example"].add(key)
         per = {"loss": loss["per_example"]}
         if metrics:
-            per["rouge_l"] = _per_example_rouge(eval_dir / "predictions.jsonl")
+            per["rouge_l"] = _per_example_rouge(eval_dir / PREDICTIONS)
         elif "rouge_l" in self.results["per_example"].get(key, {}):
             per["rouge_l"] = self.results["per_example"][key]["rouge_l"]
         self.results["per_example"][key] = per

@@ -5,16 +5,14 @@ Without it the draft is ruined (SmolLM2-135M with 20 of 30 layers: response loss
 embeddings, which it shares with the target) learn to match the target's next-token
 distribution, KL(target || draft) at temperature tau, on every real token of the task's samples.
 
-The loop is resumable like LoRA fine-tuning: a checkpoint (trainable weights, optimiser,
-schedule, RNG, step) is written atomically every ``checkpoint_every`` steps.
+The loop is resumable like LoRA fine-tuning (``runs.resumable``): a checkpoint (trainable
+weights, optimiser, schedule, RNG, step) is written atomically every ``checkpoint_every`` steps.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import DraftConfig
-from ..runs.folder import recover_dir, replace_dir
+from ..runs import resumable
 from ..training.batching import collate, shuffled_bucketed_batches
 from ..training.losses import ScoringError
 
@@ -68,13 +66,13 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, int(cfg.warmup_ratio * cfg.heal_steps), max(cfg.heal_steps, 1))
-    ckpt = Path(work_dir) / "checkpoint"
-    recover_dir(ckpt)
+    ckpt = resumable.checkpoint_dir(work_dir)
+    resumable.recover(ckpt)  # what a kill inside a save left behind
     step, history = 0, {"loss": []}
-    if (ckpt / "state.json").is_file():
+    if resumable.saved(ckpt):
         step, history = _load(ckpt, params, optimizer, scheduler)
         log.info("resuming healing at step %d of %d", step, cfg.heal_steps)
-    earlier, started = float(history.get("seconds", 0.0)), time.perf_counter()
+    clock = resumable.Clock(history)
     lengths = np.array([len(e.input_ids) for e in examples])
     per_epoch = max(1, len(examples) // cfg.batch_size)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -123,37 +121,24 @@ def distill(student, teacher, examples: list, pad_id: int, cfg: DraftConfig, see
         bar.update(1)
         bar.set_postfix(kl=f"{loss.item():.3f}")
         if step % cfg.checkpoint_every == 0 and step < cfg.heal_steps:
-            history["seconds"] = earlier + time.perf_counter() - started
-            _save(ckpt, params, optimizer, scheduler, step, history)
+            clock.stamp(history)
+            resumable.save(ckpt, step, history, optimizer, scheduler,
+                           weights={n: p.detach() for n, p in params.items()})
     bar.close()
     student.eval()
     for p in student.parameters():
         p.requires_grad_(False)
-    history["seconds"] = earlier + time.perf_counter() - started
-    history["seconds_before_resume"] = earlier
-    return history
+    return clock.close(history)
 
 
-def _save(ckpt: Path, params, optimizer, scheduler, step: int, history: dict) -> None:
-    def write(folder: Path) -> None:
-        torch.save({"weights": {n: p.detach() for n, p in params.items()},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, folder / "trainer.pt")
-        (folder / "state.json").write_text(json.dumps({"step": step, "history": history}))
-
-    replace_dir(ckpt, write)
-
-
-def _load(ckpt: Path, params, optimizer, scheduler):
-    state = json.loads((ckpt / "state.json").read_text())
-    saved = torch.load(ckpt / "trainer.pt", weights_only=False)
+def _load(ckpt: Path, params, optimizer, scheduler) -> tuple[int, dict]:
+    """The step and history of the checkpoint, the draft's weights, optimiser, schedule and
+    generator restored. The format is ``resumable``'s, which draft folders always had."""
+    step, history, trainer = resumable.load(ckpt, optimizer, scheduler)
     with torch.no_grad():
-        for name, value in saved["weights"].items():
+        for name, value in trainer["weights"].items():
             params[name].copy_(value)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["torch_rng"])
-    return state["step"], state["history"]
+    return step, history
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..runs.folder import fingerprint, write_atomic, write_dir_atomic
+from ..runs.folder import fingerprint, use_scratch, write_atomic, write_dir_atomic
 from ..training.batching import collate, length_sorted_batches
 from .heal import distill, mean_response_loss
 from .layers import block_influence, decoder_layers, drop_layers, layers_to_keep
@@ -74,12 +74,8 @@ def make_draft(cfg: RunConfig, show_progress: bool = True) -> dict:
     inputs = fingerprint(dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.target),
                          {k: v for k, v in dataclasses.asdict(d).items()
                           if k not in ("output_dir", "checkpoint_every")}, cfg.seed)
-    marker = work / "fingerprint"
-    if work.exists() and not (marker.is_file() and marker.read_text().strip() == inputs):
+    if use_scratch(work, inputs):
         log.info("discarding %s, left by a draft run with other inputs", work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    write_atomic(marker, inputs + "\n")
 
     ranking = work / "layers.json"
     if ranking.is_file():

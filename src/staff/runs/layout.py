@@ -12,6 +12,15 @@ A selection run folder (``staff select``)::
   verification.csv                  STAFF's verified samples (verify)
   selections/[<method>/]summary.json, p0.90/{ids.txt, coreset.jsonl, regions.csv}   (pick)
   report.html, report-<method>.html
+
+A training cell (``staff finetune`` / ``staff evaluate``, and each cell of ``staff bench``)::
+
+  config.yaml, ids.txt              the resolved config (its seed is the cell's), the training ids
+  adapter/                          the LoRA adapter (PEFT format)
+  history.json                      loss per optimiser step
+  train.json                        fingerprint, samples, seconds, final loss
+  finetune_work/                    resumable checkpoint while fine-tuning (removed when done)
+  eval/, eval-untuned/              metrics.json, predictions.jsonl, loss.json (held-out loss)
 """
 
 from __future__ import annotations
@@ -31,6 +40,17 @@ IDS = "ids.txt"                          # in a rate folder: line k = id of core
 CORESET = "coreset.jsonl"
 REGIONS = "regions.csv"                  # STAFF's region table at that rate
 SCRATCH_MARKER = "fingerprint"           # in a scratch folder: the inputs it was made with
+# A training cell (evaluation.TrainEval).
+CELL_ADAPTER = "adapter"
+CELL_HISTORY = "history.json"
+TRAIN_INFO = "train.json"
+FINETUNE_WORK = "finetune_work"
+EVAL_DIR = "eval"                        # the evaluation of the cell's adapter
+UNTUNED_EVAL_DIR = "eval-untuned"        # ... of the model without it (staff evaluate)
+METRICS = "metrics.json"                 # in an evaluation folder: ROUGE-L, BLEU-4
+PREDICTIONS = "predictions.jsonl"
+HELD_OUT_LOSS = "loss.json"
+ADAPTER_CONFIG = "adapter_config.json"   # in a PEFT adapter folder
 SCORE_COLUMNS = ("effort", "loss", "el2n", "n_response_tokens")  # besides id, in *scores.csv
 
 

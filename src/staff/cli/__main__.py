@@ -1,0 +1,5 @@
+"""`python -m staff.cli`: the `staff` command."""
+
+from . import main
+
+main()
