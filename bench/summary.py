@@ -19,9 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from staff.bench.stats import paired_bootstrap  # noqa: E402
-from staff.bench.tables import name_of, per_seed  # noqa: E402
-
-STAFF_LIKE = "staff"
+from staff.bench.tables import STAFF_LIKE, name_of, per_seed  # noqa: E402
 
 
 def cells_of(results: dict, protocol: str) -> dict:
@@ -67,7 +65,7 @@ def summarise(paths: list[Path], protocol: str = "epochs") -> str:
         ccs = overhead(results, "ccs")
         label = f"{label}, {n_train:,}" if n_train else label
         for (method, rate), seeds in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            if method.split(":")[0] != STAFF_LIKE:
+            if method.split(":")[0] not in STAFF_LIKE:
                 continue
             common = sorted(set(seeds) & set(cells.get(("random", rate), [])))
             if not common:
