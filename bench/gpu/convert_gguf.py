@@ -14,18 +14,11 @@ from pathlib import Path
 
 
 def main(gguf: str, out: str) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    from staff.models.gguf_cache import save_as_folder   # what the model cache does too
 
-    path = Path(gguf)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
-    model.config.quantization_config = None   # de-quantised on load; the marker blocks saving
-    if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
-    model.is_quantized = False
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    print(f"{gguf} -> {out}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+    save_as_folder(Path(gguf), Path(out))
+    print(f"{gguf} -> {out}")
 
 
 if __name__ == "__main__":

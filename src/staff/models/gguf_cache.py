@@ -81,10 +81,15 @@ def save_as_folder(gguf: Path, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # De-quantised on load: the leftover quantization marker would only block saving.
+    drop_quantization_marker(model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def drop_quantization_marker(model) -> None:
+    """GGUF weights are de-quantised on load; the quantization marker transformers leaves on
+    the model would only block saving it (and adapters on it)."""
     model.config.quantization_config = None
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     model.is_quantized = False
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)

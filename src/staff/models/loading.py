@@ -218,12 +218,10 @@ def load_model(cfg: ModelConfig, device: torch.device):
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"cannot load model {cfg.name}: {str(err).splitlines()[0]}")
-    if extra.get("gguf_file"):
-        # GGUF weights are de-quantised on load; the leftover marker only blocks saving.
-        model.config.quantization_config = None
-        if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None
-        model.is_quantized = False
+    if extra.get("gguf_file"):  # read from the GGUF itself (the cache is off)
+        from .gguf_cache import drop_quantization_marker
+
+        drop_quantization_marker(model)
     if cfg.quantization == "none":
         model.to(device)
     model.eval()
