@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -9,8 +10,59 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench_scripts import load_bench_script
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "score_agreement.py"
 
 
 def load_script():
-    return load_bench_script("score_agreement")
+    spec = importlib.util.spec_from_file_location("score_agreement", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder: Path, ids, effort) -> Path:
+    folder.mkdir(parents=True)
+    pd.DataFrame({"id": ids, "effort": effort}).to_csv(folder / "scores.csv", index=False)
+    return folder
+
+
+def test_same_reversed_and_noisy_scores(tmp_path):
+    sa = load_script()
+    rng = np.random.default_rng(0)
+    ids = [f"s{i}" for i in range(1, 1001)]
+    effort = rng.lognormal(0, 0.3, 1000)
+    ref = write_run(tmp_path / "ref", ids, effort)
+    # The same scores in another row order: matched by id, so full agreement.
+    order = rng.permutation(1000)
+    same = write_run(tmp_path / "same", [ids[i] for i in order], effort[order])
+    flipped = write_run(tmp_path / "flipped", ids, -effort)
+    noisy = write_run(tmp_path / "noisy", ids, effort * rng.lognormal(0, 0.2, 1000))
+    out = tmp_path / "agreement.json"
+    sa.main([str(ref), str(same), str(flipped), str(noisy), "--names", "same,flipped,noisy",
+             "--k", "20", "--out", str(out)])
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["same"]["spearman"] == 1.0 and rows["same"]["ari"] == 1.0
+    assert rows["same"]["lowest_decile_jaccard"] == 1.0
+    assert rows["flipped"]["spearman"] == -1.0
+    # Reversed scores swap the extreme deciles: none of the lowest is among the lowest.
+    assert rows["flipped"]["lowest_decile_jaccard"] == 0.0
+    assert rows["flipped"]["highest_decile_jaccard"] == 0.0
+    noisy_row = rows["noisy"]
+    assert 0.5 < noisy_row["spearman"] < 1.0
+    # Noise moves samples across region edges, but far less than chance does.
+    assert noisy_row["ari_chance"] < 0.05 < noisy_row["ari"] < 1.0
+
+
+def test_other_samples_fail_naming_the_run(tmp_path):
+    sa = load_script()
+    ref = write_run(tmp_path / "ref", ["a", "b", "c"], [1.0, 2.0, 3.0])
+    other = write_run(tmp_path / "other", ["a", "b", "d"], [1.0, 2.0, 3.0])
+    with pytest.raises(SystemExit, match="draft: 2 sample id"):
+        sa.main([str(ref), str(other), "--names", "draft"])
+
+
+def test_missing_column_is_named(tmp_path):
+    sa = load_script()
+    ref = write_run(tmp_path / "ref", ["a", "b"], [1.0, 2.0])
+    with pytest.raises(SystemExit, match=r"scores.csv: no column 'loss'"):
+        sa.main([str(ref), str(ref), "--score", "loss"])
