@@ -35,6 +35,8 @@ def test_overrides_are_typed_and_strings_stay_strings():
     ("lora.r=0", "lora.r == 0, must be >= 1."),
     ("data.cutoff_len=4", "data.cutoff_len == 4, must be >= 8."),
     ("novel=1", "unknown option novel"),
+    ("early_stop.rho=1", "early_stop.rho == 1.0, must be in [0, 1) (0: off)."),
+    ("early_stop.probe=3", "early_stop.probe == 3, must be >= 10."),
 ])
 def test_bad_options_are_named(override, message):
     with pytest.raises(ConfigError) as err:

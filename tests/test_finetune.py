@@ -82,3 +82,90 @@ def test_a_resumed_run_counts_the_time_of_the_steps_it_kept(tiny_model_dir, tmp_
     _, fresh = tuned(tiny_model_dir, tmp_path / "fresh")
     assert fresh["seconds_before_resume"] == 0.0 and 0 < fresh["seconds"] < 600
     torch.testing.assert_close(torch.tensor(history["loss"]), torch.tensor(fresh["loss"]))
+
+
+class StopAt:
+    """A stop check that says stop at its ``n``-th call, and counts its calls."""
+
+    every = 0.4  # epochs: 2 of the 5 steps an epoch has here
+
+    def __init__(self, n: int):
+        self.n, self.steps = n, []
+
+    def __call__(self, model, step, history):
+        assert not model.training  # it may score: then the model is back in training mode
+        self.steps.append(step)
+        return len(self.steps) >= self.n
+
+
+def test_a_stop_check_ends_training_at_its_step_and_a_resumed_run_stays_stopped(
+        tiny_model_dir, tmp_path, monkeypatch):
+    import staff.training.lora as lora
+
+    calls = StopAt(2)
+    monkeypatch.setattr(lora, "_check_says_stop",
+                        _spy_mode(lora._check_says_stop))
+    model = attach_lora(load_model(ModelConfig(name=tiny_model_dir), torch.device("cpu")),
+                        LoraConfig(r=4, alpha=8, dropout=0.1), seed=0)
+    cfg = FinetuneConfig(epochs=2, learning_rate=3e-3, batch_size=8)
+    history = finetune_lora(model, samples(), 0, cfg, seed=0, work_dir=tmp_path,
+                            show_progress=False, stop_check=calls)
+    assert calls.steps == [2, 4]
+    assert history["steps"] == history["stopped_early_at"] == 4 and len(history["loss"]) == 4
+    # Run again on the same work folder (a restart after the stop): no more steps, no check.
+    again = StopAt(99)
+    history = finetune_lora(model, samples(), 0, cfg, seed=0, work_dir=tmp_path,
+                            show_progress=False, stop_check=again)
+    assert again.steps == [] and history["steps"] == 4 and len(history["loss"]) == 4
+
+
+def _spy_mode(check_says_stop):
+    """Put the model in eval mode before the check, as scoring does, to see that training
+    mode comes back."""
+    def spied(stop_check, accelerator, model, params, cfg, step, history):
+        accelerator.unwrap_model(model).eval()
+        return check_says_stop(stop_check, accelerator, model, params, cfg, step, history)
+    return spied
+
+
+def test_the_settled_effort_check_scores_without_changing_the_training(tiny_model_dir,
+                                                                        tmp_path):
+    """A check that never stops must leave the adapter exactly as training without it:
+    scoring in between (eval mode, its own requires_grad) must not disturb the steps."""
+    from staff.config import EarlyStopConfig, ScoringConfig
+    from staff.stages.train import PROBE_EFFORT, SETTLE, SettledEffort
+
+    def train(stop_check, folder):
+        model = attach_lora(load_model(ModelConfig(name=tiny_model_dir), torch.device("cpu")),
+                            LoraConfig(r=4, alpha=8, dropout=0.1), seed=0)
+        torch.manual_seed(0)
+        cfg = FinetuneConfig(epochs=2, learning_rate=3e-3, batch_size=8)
+        history = finetune_lora(model, samples(), 0, cfg, seed=0, work_dir=folder,
+                                show_progress=False, stop_check=stop_check)
+        return model, history
+
+    class NeverStop(SettledEffort):
+        def __call__(self, *args):
+            super().__call__(*args)
+            return False
+
+    plain, plain_history = train(None, tmp_path / "a")
+    check = NeverStop(samples(), 0, EarlyStopConfig(rho=0.5, every=0.4, probe=16),
+                      ScoringConfig(), seed=0, device=torch.device("cpu"))
+    checked, history = train(check, tmp_path / "b")
+    assert len(check.probe) == 16
+    assert [c["step"] for c in history[SETTLE]] == [2, 4, 6, 8]  # not at the last step
+    assert history[SETTLE][0]["rho"] is None
+    assert all(-1 <= c["rho"] <= 1 for c in history[SETTLE][1:])
+    assert len(history[PROBE_EFFORT]) == 16 and "stopped_early_at" not in history
+    torch.testing.assert_close(torch.tensor(history["loss"]), torch.tensor(plain_history["loss"]))
+    for (name, a), b in zip(plain.named_parameters(), checked.parameters()):
+        if "lora_" in name:
+            torch.testing.assert_close(a, b, msg=name)
+
+    # The same check deciding: on this tiny model the probe's ranks barely move between
+    # checks (rho ~ 1), so it stops at the first comparison.
+    check = SettledEffort(samples(), 0, EarlyStopConfig(rho=0.5, every=0.4, probe=16),
+                          ScoringConfig(), seed=0, device=torch.device("cpu"))
+    _, history = train(check, tmp_path / "c")
+    assert history["stopped_early_at"] == 4 and history[SETTLE][1]["rho"] >= 0.5

@@ -10,6 +10,7 @@ import yaml
 
 from staff.config import load_config
 from staff.pipeline import Pipeline, load_result
+from staff.runs.layout import history_file
 
 
 def tiny_config(tmp_path, data_file, small, target, **over):
@@ -217,3 +218,27 @@ def test_changed_data_file_redoes_every_stage(finished_run):
     for stage in ("train-small", "score", "verify", "pick"):
         assert after["stages"][stage]["fingerprint"] != before["stages"][stage]["fingerprint"]
     assert after["data"]["fingerprint"] != before["data"]["fingerprint"]
+
+
+def test_early_stop_ends_stage_1_when_effort_settles_and_is_in_its_fingerprint(
+        finished_run, tmp_path):
+    """early_stop.rho > 0 stops train-small at a check (the tiny model's probe ranks barely
+    move, so at the first comparison), records where, and redoes stage 1 of a run made
+    without it; off, the fingerprint is the one of runs made before the option."""
+    cfg_path, plain = finished_run
+    before = json.loads((plain.run_dir / "state.json").read_text())["stages"]
+    cfg = load_config(cfg_path, ["early_stop.rho=0.5", "early_stop.every=0.4",
+                                 "early_stop.probe=16"])
+    stopped = Pipeline(cfg, show_progress=False).run_all()
+    stages = json.loads((stopped.run_dir / "state.json").read_text())["stages"]
+    train = stages["train-small"]
+    assert train["fingerprint"] != before["train-small"]["fingerprint"]
+    # 40 samples, batch 8: 5 steps an epoch; a check every 2 steps, the first compared at 4.
+    assert train["stopped_early_at"] == train["steps"] == 4
+    assert train["settle_rho"][0] is None and train["settle_rho"][1] >= 0.5
+    history = json.loads((stopped.run_dir / history_file("small")).read_text())
+    assert history["stopped_early_at"] == 4 and len(history["loss"]) == 4
+    assert all(len(ids) for ids in stopped.ids.values())
+    # Off again: stage 1 is the first run's, fingerprint and all (nothing redone).
+    assert Pipeline(load_config(cfg_path), show_progress=False).fingerprints()["train-small"] \
+        == before["train-small"]["fingerprint"]

@@ -157,6 +157,24 @@ class ScoringConfig:
 
 
 @dataclass
+class EarlyStopConfig:
+    rho: float = _f(0.0, "Stop stage 1's fine-tuning (train-small; train-target for the "
+                         "baselines) once the effort ranks have settled: when Spearman's rho "
+                         "between a probe's effort at two consecutive checks reaches this, e.g. "
+                         "0.95. 0: train all finetune.epochs (the paper). docs/method.md.")
+    every: float = _f(0.5, "Epochs between checks; the first comparison comes at 2 x every.")
+    probe: int = _f(256, "Samples, drawn with the stage-1 seed, whose effort each check scores.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rho < 1.0:
+            raise ConfigError(f"early_stop.rho == {self.rho}, must be in [0, 1) (0: off).")
+        if self.every <= 0:
+            raise ConfigError(f"early_stop.every == {self.every}, must be > 0 (epochs).")
+        if self.probe < 10:  # fewer ranks than this make rho too noisy to decide on
+            raise ConfigError(f"early_stop.probe == {self.probe}, must be >= 10.")
+
+
+@dataclass
 class SelectionConfig:
     method: Literal["staff", "random", "grand", "el2n", "ccs", "d2", "length"] = _f(
         "staff", "Selection method. Baselines grand/el2n/ccs/d2 fine-tune the TARGET on the full "
@@ -320,6 +338,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     draft: DraftConfig = field(default_factory=DraftConfig)

@@ -7,6 +7,10 @@ over the batch (every sample weighs the same, whatever its length).
 Checkpoints (adapter, optimiser, scheduler, RNG, step) are written atomically every
 ``checkpoint_every`` optimiser steps and at each epoch end; a restarted run resumes from the last
 one and replays the same batch order, so it ends where an uninterrupted run ends.
+
+A ``stop_check`` (stage 1's early stop, ``stages/train.py``) is called every ``every`` epochs
+with the model being trained; when it says stop, the step is checkpointed with the stop in the
+history, so a resumed run stops there too.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed: int,
                   work_dir: str | Path, accelerator=None, checkpoint_every: int = 50,
-                  show_progress: bool = True, total_steps: int | None = None) -> dict:
+                  show_progress: bool = True, total_steps: int | None = None,
+                  stop_check=None) -> dict:
     """Train the LoRA parameters of ``model`` (a PeftModel) in place. Returns the history
     {"loss": [per optimiser step], "steps": int, "seconds": training time,
     "seconds_before_resume": the part of it spent by earlier, interrupted processes}.
@@ -37,7 +42,11 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     optimiser steps, cycling over the data epoch after epoch (the ``steps`` protocol of the
     benchmark); None: ``cfg.epochs`` epochs. The time counts each kept step once: steps
     after the last checkpoint of a killed process are redone and counted when redone, so a
-    resumed run reports about what an uninterrupted one would."""
+    resumed run reports about what an uninterrupted one would.
+
+    ``stop_check``: None, or an object with ``every`` (epochs between calls) called as
+    ``stop_check(model, step, history) -> bool`` (True: stop training here); it may record
+    what it needs in ``history``, which the checkpoint keeps."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -69,6 +78,10 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
     if resumable.saved(ckpt_dir):
         step, history = _load_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler)
         log.info("resuming fine-tuning at step %d of %d", step, total_steps)
+    if history.get("stopped_early_at") is not None:
+        total_steps = step  # the check said stop before the interruption: stay stopped
+    check_every = (max(1, int(round(stop_check.every * steps_per_epoch)))
+                   if stop_check is not None else None)
     clock = resumable.Clock(history)
     if cfg.gradient_checkpointing:
         _set_gradient_checkpointing(accelerator.unwrap_model(model), True)
@@ -116,7 +129,13 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
             history["loss"].append(mean_loss)
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.3f}")
-            if step % checkpoint_every == 0 or step % steps_per_epoch == 0 or step == total_steps:
+            checked = check_every is not None and step % check_every == 0 and step < total_steps
+            if checked and _check_says_stop(stop_check, accelerator, model, params, cfg, step,
+                                            history):
+                history["stopped_early_at"] = step
+                total_steps = step
+            if (checked or step % checkpoint_every == 0 or step % steps_per_epoch == 0
+                    or step == total_steps):
                 history["steps"] = step
                 clock.stamp(history)
                 _save_checkpoint(ckpt_dir, accelerator, model, optimizer, scheduler, step, history)
@@ -128,6 +147,24 @@ def finetune_lora(model, examples: list, pad_id: int, cfg: FinetuneConfig, seed:
         _set_gradient_checkpointing(accelerator.unwrap_model(model), False)
     history["steps"] = step
     return clock.close(history)
+
+
+def _check_says_stop(stop_check, accelerator, model, params, cfg, step, history) -> bool:
+    """Run the stop check on the model being trained, then put it back as training wants it
+    (the check scores in eval mode, with gradients on the LoRA tensors in its scope only and
+    gradient checkpointing off). Every process checks; they stop if any says so."""
+    unwrapped = accelerator.unwrap_model(model)
+    if cfg.gradient_checkpointing:
+        _set_gradient_checkpointing(unwrapped, False)
+    stop = bool(stop_check(unwrapped, step, history))
+    for p in params:
+        p.requires_grad_(True)
+    unwrapped.zero_grad(set_to_none=True)
+    if cfg.gradient_checkpointing:
+        _set_gradient_checkpointing(unwrapped, True)
+    model.train()
+    votes = accelerator.reduce(torch.tensor(int(stop), device=accelerator.device), reduction="sum")
+    return int(votes.item()) > 0
 
 
 def planned_steps(n_samples: int, cfg: FinetuneConfig, world: int = 1) -> int:
