@@ -1,0 +1,53 @@
+"""bench/strata.py: per-stratum paired differences that follow from constructed values."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "strata.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("strata", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_gain_on_short_references_and_a_loss_on_long_ones_are_told_apart(tmp_path):
+    st = load_script()
+    n = 30
+    words = np.r_[np.full(10, 5), np.full(10, 20), np.full(10, 40)]
+    order = np.random.default_rng(0).permutation(n)  # test rows in any order of length
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"ref": " ".join(["w"] * w)}) + "\n"
+                            for w in words[order]))
+    rng = np.random.default_rng(1)
+    effect = np.select([words[order] == 5, words[order] == 40], [-0.3, 0.2], 0.0)
+    per = {}
+    for seed in range(3):
+        base = rng.normal(2.0, 0.5, n)
+        per[f"random/p0.90/s{seed}"] = {"loss": base.tolist()}
+        per[f"staff/p0.90/s{seed}"] = {"loss": (base + effect
+                                                + rng.normal(0, 0.01, n)).tolist()}
+    per["staff/p0.95/s0"] = {"loss": [9.0] * n}  # another rate: not mixed in
+    results = {"per_example": per}
+    rows = st.strata_table(results, lambda k: st.reference_lengths(test, "ref", k),
+                           "staff", "random", 0.9, 3, n_boot=1000)
+    assert [(r["stratum"], r["words"], r["n"]) for r in rows] == [
+        (1, (5, 5), 10), (2, (20, 20), 10), (3, (40, 40), 10)]
+    assert rows[0]["mean"] == pytest.approx(-0.3, abs=0.02) and rows[0]["excludes_zero"]
+    assert rows[1]["mean"] == pytest.approx(0.0, abs=0.02)
+    assert rows[2]["mean"] == pytest.approx(0.2, abs=0.02) and rows[2]["excludes_zero"]
+    assert all(r["seeds"] == 3 for r in rows)
+    table = st.markdown(rows, "staff", "random", 0.9)
+    assert re.search(r"\| loss \| 5–5 \| 10 \| -0\.(29|30)\d\d \[-0\.\d+, -0\.\d+\] \* \| 3 \|",
+                     table) and table.count(" *") == 2
+    with pytest.raises(SystemExit, match="no field 'summary'"):
+        st.reference_lengths(test, "summary", 5)
