@@ -14,7 +14,8 @@ draft), against the reference run on the same samples. For each run against the 
   * the overlap of the lowest and the highest effort deciles (Jaccard), the samples STAFF's
     rule over-draws most.
 
-Needs no model. Samples are matched by id; a run with other ids is an error naming it.
+Needs no model. Samples are matched by id; a run may hold a subset of the reference's samples
+(then both are compared on it); other ids are an error naming the run.
 """
 
 from __future__ import annotations
@@ -60,10 +61,15 @@ def jaccard(a: set, b: set) -> float:
 
 
 def agreement(ref: pd.Series, other: pd.Series, k: int, name: str, seed: int = 0) -> dict:
-    if set(ref.index) != set(other.index):
+    """A run may score a subset of the reference's samples (bench/score_checkpoint.py --probe):
+    both are then compared on that subset, regions over its own range."""
+    subset = set(other.index) < set(ref.index)
+    if subset:
+        ref = ref.loc[other.index]
+    elif set(ref.index) != set(other.index):
         missing = len(set(ref.index) ^ set(other.index))
         raise SystemExit(f"{name}: {missing} sample id(s) differ from the reference run's: "
-                         "compare runs over the same data")
+                         "compare runs over the same data (or a subset of it)")
     a = ref.to_numpy()
     b = other.reindex(ref.index).to_numpy()
     labels_a, labels_b = region_labels(a, k), region_labels(b, k)

@@ -61,6 +61,16 @@ def test_other_samples_fail_naming_the_run(tmp_path):
         sa.main([str(ref), str(other), "--names", "draft"])
 
 
+def test_a_subset_is_compared_on_its_own_samples(tmp_path):
+    sa = load_script()
+    ids = [f"s{i}" for i in range(40)]
+    ref = pd.Series(np.arange(40.0), index=ids)
+    # The subset agrees with the reference in order; the reference's other samples would not.
+    sub = pd.Series(np.arange(20.0) * 3, index=ids[::2])
+    row = sa.agreement(ref, sub, 4, "probe")
+    assert row["n"] == 20 and row["spearman"] == 1.0 and row["ari"] == 1.0
+
+
 def test_missing_column_is_named(tmp_path):
     sa = load_script()
     ref = write_run(tmp_path / "ref", ["a", "b"], [1.0, 2.0])
