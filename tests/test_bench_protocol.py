@@ -319,3 +319,25 @@ def test_bench_and_finetune_configs_read_relative_data_paths_from_their_folder(
     # An override is read from the working directory, as for run configs.
     over = load_bench_config(folder / "b.yaml", ["select.data.path=x.jsonl"])
     assert over.select.data.path == "x.jsonl"
+
+
+def test_a_new_option_left_off_keeps_a_benchs_fingerprint(tmp_path, translation_files,
+                                                          tiny_model_dir, monkeypatch):
+    """results.json made before early_stop existed must still apply: off, the option is not
+    hashed; on, it changes the bench's fingerprint."""
+    import staff.bench.grid as grid
+    from staff.bench import load_bench_config
+
+    path = powered_file(tmp_path, translation_files, tiny_model_dir)
+    hashed = []
+    real = grid.fingerprint
+    monkeypatch.setattr(grid, "fingerprint", lambda *parts: hashed.append(parts) or real(*parts))
+    off = grid.bench_fingerprint(load_bench_config(path))
+    assert "early_stop" not in hashed[0][0] and "stage1_seed" in hashed[0][0]
+    tree = yaml.safe_load(path.read_text())
+    tree["select"]["early_stop"] = {"rho": 0.0, "probe": 64}
+    path.write_text(yaml.safe_dump(tree))
+    assert grid.bench_fingerprint(load_bench_config(path)) == off
+    tree["select"]["early_stop"] = {"rho": 0.9}
+    path.write_text(yaml.safe_dump(tree))
+    assert grid.bench_fingerprint(load_bench_config(path)) != off

@@ -49,6 +49,8 @@ def bench_fingerprint(cfg: BenchConfig) -> str:
         sel.pop(key, None)
     if sel.get("stage1_seed") is None:
         sel.pop("stage1_seed", None)  # results of benches made before the option still apply
+    if not sel.get("early_stop", {}).get("rho"):
+        sel.pop("early_stop", None)  # off: the same (a variant that sets it has its own stage 1)
     sel["selection"] = {k: v for k, v in sel["selection"].items()
                         if k not in ("method", "pruning_rates")}
     fin = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
