@@ -15,6 +15,10 @@ import numpy as np
 
 from ..config import ConfigError, SelectionConfig
 
+# Keeps divisions by, and logs of, scores or sums that can be 0 finite (V_i, log-width regions,
+# fill weights).
+EPS = 1e-12
+
 
 def auto_sizes(n: int) -> tuple[int, int]:
     """(K, b_v) scaled to N when the config leaves them unset. The paper's K = 50, b_v = 10

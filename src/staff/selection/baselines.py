@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 from .base import SelectionInput, check_selection, register
-from .staff import hard_prune_mask, make_regions
+from .regions import hard_prune_mask, make_regions
 
 __all__ = ["LengthSelector", "RandomSelector", "EL2NSelector", "GraNdSelector", "CCSSelector", "D2Selector",
            "knn_graph", "d2_forward", "d2_reverse"]
@@ -137,7 +137,7 @@ class CCSSelector:
     1. Optionally drop the top ``hard_cutoff`` fraction by score (β, the likely mislabelled
        or too-hard samples); floor(N·β) samples go.
     2. ``strata`` strata of equal width over [min, max] of the remaining scores (the same
-       rule as STAFF's regions, ``staff.make_regions``).
+       rule as STAFF's regions, ``regions.make_regions``).
     3. Budgets by ``ccs_budgets`` (smallest stratum first, an even share of what is left,
        capped at the stratum size); a uniform random draw inside each stratum.
     """
