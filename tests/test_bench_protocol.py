@@ -67,7 +67,7 @@ def test_bootstrap_counts_seed_noise():
 
 def test_length_selector_keeps_the_longest_responses_and_breaks_ties_by_seed():
     from staff.selection.base import SelectionInput
-    from staff.selection.baselines import LengthSelector
+    from staff.selection.baselines.importance import LengthSelector
 
     lengths = np.array([3, 9, 1, 9, 5, 7, 5, 5, 2, 8], dtype=float)
     data = SelectionInput(ids=np.arange(10).astype(str), scores={"n_response_tokens": lengths})

@@ -119,6 +119,24 @@ class SelectionInput:
         return self.scores[name]
 
 
+def check_m(m: int, n: int) -> int:
+    """The coreset size a baseline was asked for, as an int in [0, n], or a one-line error."""
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
+        raise ValueError(f"m == {m!r}, must be an int.")
+    if not 0 <= m <= n:
+        raise ValueError(f"m == {m}, must be in [0, {n}] (the number of samples).")
+    return int(m)
+
+
+def finite_score(data: SelectionInput, name: str) -> np.ndarray:
+    """``data.score(name)``, refused when a NaN/inf would make the ranking meaningless."""
+    s = data.score(name)
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"score {name!r} has {int(np.sum(~np.isfinite(s)))} NaN/inf "
+                         "value(s), must be finite.")
+    return s
+
+
 class Selector(Protocol):
     """A selection method: ``select`` returns exactly m distinct row indices (int64)."""
 

@@ -2,7 +2,7 @@
 strata of CCS, which draws them by the same rule. Pure numpy.
 
 A region holds samples with alike scores, so a random draw from a crowded one thins out
-redundancy. ``staff.py`` verifies and budgets the regions; ``baselines.py`` (CCS)
+redundancy. ``staff.py`` verifies and budgets the regions; ``baselines/coverage.py`` (CCS)
 draws from them as strata. Both may first drop the top scores (``hard_prune_mask``).
 """
 
