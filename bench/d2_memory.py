@@ -35,7 +35,7 @@ def peak_rss_mb() -> float:
 def child(n: int, dim: int, clusters: int, p: float, k: int, seed: int) -> dict:
     import numpy as np
 
-    from staff.selection import baselines
+    from staff.selection.baselines import coverage
     from staff.selection.base import SelectionInput, coreset_size
 
     after_imports = rss_mb()
@@ -49,7 +49,7 @@ def child(n: int, dim: int, clusters: int, p: float, k: int, seed: int) -> dict:
     before_index = rss_mb()
 
     timing = {}
-    knn = baselines.knn_graph
+    knn = coverage.knn_graph
 
     def timed_knn(*args, **kwargs):             # time the kNN step inside select()
         t = time.perf_counter()
@@ -57,9 +57,9 @@ def child(n: int, dim: int, clusters: int, p: float, k: int, seed: int) -> dict:
         timing["knn_s"] = time.perf_counter() - t
         return out
 
-    baselines.knn_graph = timed_knn
+    coverage.knn_graph = timed_knn
     t0 = time.perf_counter()
-    sel = baselines.D2Selector(k=k).select(data, m, seed=0)
+    sel = coverage.D2Selector(k=k).select(data, m, seed=0)
     total = time.perf_counter() - t0
     assert len(sel) == m
     return {"n": n, "dim": dim, "p": p, "m": m, "k": k,

@@ -103,7 +103,8 @@ def training_pass_cost(draft_cfg, target_cfg, select, n: int, repeats: int) -> d
     from speed import plain_training_pass, timed_side_by_side
 
     from staff.data import load_rows, to_examples, tokenize_examples
-    from staff.models.loading import attach_lora, load_model, load_tokenizer, pick_device
+    from staff.models.adapters import attach_lora
+    from staff.models.loading import load_model, load_tokenizer, pick_device
 
     device = pick_device(select.device)
     tokenizer = load_tokenizer(target_cfg)

@@ -46,7 +46,8 @@ def main(argv=None) -> None:
     from staff.draft.layers import block_influence, decoder_layers, drop_layers, layers_to_keep
     from staff.draft.run import _prompt_part
     from staff.draft.vocab import remap_examples, shrink_model, task_vocabulary
-    from staff.models.loading import attach_lora, load_model, load_tokenizer
+    from staff.models.adapters import attach_lora
+    from staff.models.loading import load_model, load_tokenizer
     from staff.training.batching import collate, length_sorted_batches
 
     ap = argparse.ArgumentParser(description=__doc__,

@@ -34,7 +34,8 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from staff.selection.base import SelectionInput, coreset_size  # noqa: E402
-from staff.selection.staff import EDGE_RULES, StaffSelector, make_regions  # noqa: E402
+from staff.selection.regions import EDGE_RULES, make_regions  # noqa: E402
+from staff.selection.staff import StaffSelector  # noqa: E402
 
 
 def region_shares(scores: np.ndarray, k: int) -> dict:

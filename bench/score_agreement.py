@@ -32,7 +32,7 @@ from sklearn.metrics import adjusted_rand_score, rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from staff.selection.staff import make_regions  # noqa: E402
+from staff.selection.regions import make_regions  # noqa: E402
 
 
 def read_scores(run_dir: Path, score: str) -> pd.Series:

@@ -26,7 +26,8 @@ import torch
 
 from staff.config import DataConfig, LoraConfig, ModelConfig
 from staff.data import load_rows, to_examples, tokenize_examples
-from staff.models.loading import attach_lora, load_model, load_tokenizer
+from staff.models.adapters import attach_lora
+from staff.models.loading import load_model, load_tokenizer
 from staff.training.batching import collate, length_sorted_batches, padding_fraction
 from staff.scoring.engine import lora_linears, score_samples, set_trainable
 

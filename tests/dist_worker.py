@@ -13,7 +13,8 @@ from accelerate import Accelerator
 
 from staff.config import FinetuneConfig, LoraConfig, ModelConfig
 from staff.training.lora import finetune_lora
-from staff.models.loading import attach_lora, load_model
+from staff.models.adapters import attach_lora
+from staff.models.loading import load_model
 from staff.scoring.engine import score_samples
 
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from staff.selection.base import SELECTORS, SelectionInput
-from staff.selection.baselines import (CCSSelector, D2Selector, EL2NSelector, GraNdSelector,
-                                       RandomSelector, ccs_budgets, d2_forward, knn_graph)
+from staff.selection.baselines.coverage import (CCSSelector, D2Selector, ccs_budgets, d2_forward,
+                                                knn_graph)
+from staff.selection.baselines.importance import EL2NSelector, GraNdSelector, RandomSelector
 
 N = 300
 
@@ -283,7 +284,7 @@ def test_baselines_never_import_torch_or_transformers():
     import subprocess
     import sys
 
-    code = ("import sys, staff.selection.baselines as b, numpy as np; "
+    code = ("import sys, staff.selection.baselines.coverage as b, numpy as np; "
             "from staff.selection.base import SelectionInput; "
             "d = SelectionInput(ids=np.arange(30), scores={'el2n': np.arange(30.0)}, "
             "embeddings=np.eye(30)); b.D2Selector().select(d, 5, 0); "

@@ -67,7 +67,7 @@ def test_bootstrap_counts_seed_noise():
 
 def test_length_selector_keeps_the_longest_responses_and_breaks_ties_by_seed():
     from staff.selection.base import SelectionInput
-    from staff.selection.baselines import LengthSelector
+    from staff.selection.baselines.importance import LengthSelector
 
     lengths = np.array([3, 9, 1, 9, 5, 7, 5, 5, 2, 8], dtype=float)
     data = SelectionInput(ids=np.arange(10).astype(str), scores={"n_response_tokens": lengths})
@@ -325,19 +325,19 @@ def test_a_new_option_left_off_keeps_a_benchs_fingerprint(tmp_path, translation_
                                                           tiny_model_dir, monkeypatch):
     """results.json made before early_stop existed must still apply: off, the option is not
     hashed; on, it changes the bench's fingerprint."""
-    import staff.bench.grid as grid
+    import staff.bench.results as results
     from staff.bench import load_bench_config
 
     path = powered_file(tmp_path, translation_files, tiny_model_dir)
     hashed = []
-    real = grid.fingerprint
+    real = results.fingerprint
     monkeypatch.setattr(grid, "fingerprint", lambda *parts: hashed.append(parts) or real(*parts))
-    off = grid.bench_fingerprint(load_bench_config(path))
+    off = results.bench_fingerprint(load_bench_config(path))
     assert "early_stop" not in hashed[0][0] and "stage1_seed" in hashed[0][0]
     tree = yaml.safe_load(path.read_text())
     tree["select"]["early_stop"] = {"rho": 0.0, "probe": 64}
     path.write_text(yaml.safe_dump(tree))
-    assert grid.bench_fingerprint(load_bench_config(path)) == off
+    assert results.bench_fingerprint(load_bench_config(path)) == off
     tree["select"]["early_stop"] = {"rho": 0.9}
     path.write_text(yaml.safe_dump(tree))
-    assert grid.bench_fingerprint(load_bench_config(path)) != off
+    assert results.bench_fingerprint(load_bench_config(path)) != off

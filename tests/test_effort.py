@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from staff.config import LoraConfig, ModelConfig
-from staff.models.loading import attach_lora, load_model
+from staff.models.adapters import attach_lora
+from staff.models.loading import load_model
 from staff.scoring.engine import lora_linears, score_samples, set_trainable
 from staff.training.batching import collate
 

@@ -7,7 +7,8 @@ import torch
 from dist_worker import samples
 from staff.config import FinetuneConfig, LoraConfig, ModelConfig
 from staff.training.lora import finetune_lora
-from staff.models.loading import attach_lora, load_model
+from staff.models.adapters import attach_lora
+from staff.models.loading import load_model
 
 
 def tuned(model_dir, tmp_path, **options):

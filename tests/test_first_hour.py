@@ -262,7 +262,8 @@ def test_wrapping_a_model_with_lora_warns_nothing(tiny_model_dir, recwarn):
     import torch
 
     from staff.config import LoraConfig, ModelConfig
-    from staff.models.loading import attach_lora, load_model
+    from staff.models.adapters import attach_lora
+    from staff.models.loading import load_model
 
     attach_lora(load_model(ModelConfig(name=tiny_model_dir), torch.device("cpu")), LoraConfig(), 0)
     assert not [w for w in recwarn if "checkpointing" in str(w.message)]

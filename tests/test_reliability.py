@@ -320,7 +320,7 @@ def test_adapter_of_another_architecture_is_one_line_error(edge_run, tmp_path, t
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from staff.config import LoraConfig
-    from staff.models.loading import attach_lora
+    from staff.models.adapters import attach_lora
 
     config = AutoConfig.from_pretrained(tiny_target_dir)  # 3 layers where the small has 2
     if other == "wider":

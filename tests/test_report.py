@@ -283,7 +283,8 @@ def test_decile_composition_against_a_random_draw(tmp_path):
     random draw of the same size; a coreset of the top decile only is flagged."""
     from scipy.stats import hypergeom
 
-    from staff.report.html import decile_composition, read_run
+    from staff.report.numbers import decile_composition
+    from staff.report.read import read_run
 
     run_dir = make_run(tmp_path / "run")
     scores = pd.read_csv(run_dir / "scores.csv")

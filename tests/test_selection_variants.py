@@ -8,7 +8,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from staff.selection.base import SelectionInput
-from staff.selection.staff import StaffSelector, make_regions, verification_factors
+from staff.selection.regions import make_regions
+from staff.selection.staff import StaffSelector
+from staff.selection.verification import verification_factors
 
 
 def heavy_tailed(n=29_000, seed=0):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from staff.selection.base import SelectionInput, coreset_size
-from staff.selection.staff import (Regions, StaffSelector, allocate, make_regions,
-                                  plan_verification)
+from staff.selection.regions import Regions, make_regions
+from staff.selection.staff import StaffSelector, allocate
+from staff.selection.verification import plan_verification
 
 
 def data(n=503, seed=0):

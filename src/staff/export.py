@@ -30,7 +30,7 @@ def export_llama_factory(run_dir: str | Path, pruning_rate: float, dataset_dir: 
     import yaml
 
     from .config import config_from_dict
-    from .data.formatting import detect_format, to_examples
+    from .data.examples import detect_format, to_examples
 
     run = Path(run_dir)
     result = load_result(run, method)

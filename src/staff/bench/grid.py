@@ -13,7 +13,8 @@ Layout of ``output_dir`` (everything cached; a stopped run resumes where it stop
   cells/full/s<seed>/           adapter/, history.json, train.json, ids.txt, eval/
                                 (both taken from ``reference_cells`` when it is set)
   cells/<method>/p0.90/s<seed>/ the same for one coreset
-  results.json                  every finished cell and selection run (the tables' source)
+  results.json                  every finished cell and selection run (the tables' source;
+                                ``results.py`` reads, merges and writes it)
   tables.md                     Tables 1a (ROUGE-L), 1b (BLEU-4) and 2 (selection overhead)
 
 A cell whose adapter and metrics exist with the same inputs (fingerprints over the config, the
@@ -23,43 +24,24 @@ coreset's ids and the data) is skipped, so a second call does no work.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 
 import yaml
 
-from ..config import FINETUNE_NO_EFFECT, ConfigError
-from ..runs.folder import RunFolder, fingerprint, write_atomic, write_json
-from ..runs.layout import EVAL_DIR, PREDICTIONS, rate_dir
+from ..config import ConfigError
+from ..runs.folder import RunFolder, write_atomic
+from ..runs.layout import EVAL_DIR, rate_dir
 from .cells_csv import write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
                      check_seeds, row_order)
+from .results import (bench_fingerprint, cell_entry, load_results, per_example_entry,
+                      save_results)
 from .shared_stages import adopt_shared_stages
 from .tables import cell_key, render
 
 log = logging.getLogger(__name__)
-
-
-def bench_fingerprint(cfg: BenchConfig) -> str:
-    """What every cell shares; results.json from other settings is not reused."""
-    sel = cfg.select.to_dict()
-    for key in ("output_dir", "seed", "report", "device"):
-        sel.pop(key, None)
-    if sel.get("stage1_seed") is None:
-        sel.pop("stage1_seed", None)  # results of benches made before the option still apply
-    if not sel.get("early_stop", {}).get("rho"):
-        sel.pop("early_stop", None)  # off: the same (a variant that sets it has its own stage 1)
-    sel["selection"] = {k: v for k, v in sel["selection"].items()
-                        if k not in ("method", "pruning_rates")}
-    fin = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
-           if k not in FINETUNE_NO_EFFECT}
-    ev = {k: v for k, v in dataclasses.asdict(cfg.eval).items()
-          if k not in ("batch_size", "threads", "decode_samples")}
-    if cfg.eval.decode_samples is not None:
-        ev["decode_samples"] = cfg.eval.decode_samples
-    return fingerprint(sel, dataclasses.asdict(cfg.lora), fin, ev)
 
 
 def _pick(ids_by_rate: dict, p: float) -> list[str]:
@@ -81,47 +63,11 @@ class Grid:
         self.show_progress = show_progress
         self.train_eval = TrainEval(cfg.train_eval(), show_progress=show_progress)
         self.results_path = self.out / "results.json"
-        self.results = self._load_results()
+        self.results = load_results(self.results_path, bench_fingerprint(cfg))
         self._recorded = {"cells": set(), "per_example": set(), "selection": set()}
 
-    def _load_results(self) -> dict:
-        fp = bench_fingerprint(self.cfg)
-        try:
-            results = json.loads(self.results_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            results = {}
-        if results and results.get("fingerprint") != fp:
-            log.warning("%s was made with other settings: its cells are not reused in the "
-                        "tables (the cached artifacts are still checked cell by cell)",
-                        self.results_path)
-            results = {}
-        results.setdefault("fingerprint", fp)
-        for key in ("cells", "selection", "per_example"):
-            results.setdefault(key, {})
-        results.setdefault("runs", [])
-        return results
-
     def _save(self) -> None:
-        """Write results.json, merged with what other processes of this bench wrote since we
-        read it: several ``staff bench --parts`` processes (one per GPU) may share a bench
-        folder. The read-merge-write runs under a file lock; each process contributes the
-        entries it recorded, so none overwrites another's cells."""
-        from filelock import FileLock
-
-        self.out.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.results_path) + ".lock"):
-            try:
-                disk = json.loads(self.results_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                disk = {}
-            if disk.get("fingerprint") == self.results["fingerprint"]:
-                for key in ("cells", "per_example", "selection"):
-                    mine = {k: v for k, v in self.results[key].items()
-                            if k in self._recorded[key]}
-                    self.results[key] = {**disk.get(key, {}), **mine}
-                runs = disk.get("runs", [])
-                self.results["runs"] = runs + [r for r in self.results["runs"] if r not in runs]
-            write_json(self.results_path, self.results)
+        save_results(self.results_path, self.results, self._recorded)
 
     # ---------------------------------------------------------------- the grid
     def run(self, methods: list[str] | None = None, rates: list[float] | None = None,
@@ -266,27 +212,12 @@ class Grid:
     def _record(self, method, rate, seed, protocol: str, train_info: dict | None, loss: dict,
                 metrics: dict | None, eval_dir: Path) -> None:
         key = cell_key(method, rate, seed, protocol)
-        old = self.results["cells"].get(key, {})
-        entry = {"method": method, "rate": rate, "seed": seed, "protocol": protocol,
-                 "loss": loss["loss"], "n_loss": loss["n"],
-                 # A cell decoded before keeps its decoded metrics when later run without.
-                 "rouge_l": metrics["rouge_l"] if metrics else old.get("rouge_l"),
-                 "bleu": metrics["bleu"] if metrics else old.get("bleu"),
-                 "n_eval": metrics["n"] if metrics else old.get("n_eval"),
-                 "eval_seconds": metrics.get("seconds") if metrics else old.get("eval_seconds")}
-        if train_info:
-            entry.update(n_train=train_info["samples"], steps=train_info.get("steps"),
-                         finetune_seconds=train_info.get("seconds"),
-                         final_loss=train_info.get("final_loss"))
-        self.results["cells"][key] = entry
+        self.results["cells"][key] = cell_entry(method, rate, seed, protocol, train_info, loss,
+                                                metrics, self.results["cells"].get(key, {}))
         self._recorded["cells"].add(key)
         self._recorded["per_example"].add(key)
-        per = {"loss": loss["per_example"]}
-        if metrics:
-            per["rouge_l"] = _per_example_rouge(eval_dir / PREDICTIONS)
-        elif "rouge_l" in self.results["per_example"].get(key, {}):
-            per["rouge_l"] = self.results["per_example"][key]["rouge_l"]
-        self.results["per_example"][key] = per
+        self.results["per_example"][key] = per_example_entry(
+            loss, metrics, eval_dir, self.results["per_example"].get(key, {}))
         self._save()
         write_cells_csv(self.out / "cells.csv", self.results, self.cfg)
         log.info("%s: loss %.4f%s", key, loss["loss"], f", ROUGE-L {metrics['rouge_l']:.2f}, "
@@ -318,12 +249,6 @@ def _waiting_lock(folder: Path):
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(folder) + ".lock")
-
-
-def _per_example_rouge(predictions: Path) -> list[float]:
-    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-    return [round(float(r["rouge_l"]), 6) for r in rows]
 
 
 def run_bench(cfg: BenchConfig, methods: list[str] | None = None,

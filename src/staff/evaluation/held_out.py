@@ -50,7 +50,7 @@ class HeldOutEvaluation:
         if model is not None:
             return model
         if adapter_dir:
-            from ..models.loading import load_adapter
+            from ..models.adapters import load_adapter
 
             return load_adapter(self.base_model(), adapter_dir, trainable=False)
         return self.base_model(copy_=False)

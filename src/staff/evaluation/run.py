@@ -155,7 +155,7 @@ class TrainEval(HeldOutEvaluation):
         exactly that many optimiser steps, cycling over the samples (None: the recipe's
         epochs)."""
         from ..training.lora import finetune_lora
-        from ..models.loading import attach_lora
+        from ..models.adapters import attach_lora
 
         c, out = self.cfg, Path(out_dir)
         seed = c.seed if seed is None else seed

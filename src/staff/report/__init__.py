@@ -4,6 +4,7 @@ Reads the run's files only; never imports torch or transformers, never loads a m
 """
 
 from staff.report.figures import plot_benchmark
-from staff.report.html import ReportError, build_report, build_reports
+from staff.report.html import build_report, build_reports
+from staff.report.read import ReportError
 
 __all__ = ["ReportError", "build_report", "build_reports", "plot_benchmark"]

@@ -16,7 +16,7 @@ MAX_VALUES = 12  # composition: the most frequent values, the rest as "other"
 
 def region_labels(scores: np.ndarray, k: int) -> np.ndarray:
     """K equal-width regions over [min, max] of ``scores`` (as ``make_regions`` draws them)."""
-    from ..selection.staff import make_regions
+    from ..selection.regions import make_regions
 
     return make_regions(np.asarray(scores, dtype=float), k).of
 

@@ -1,5 +1,6 @@
-"""Selection rules: STAFF (``staff.py``) and the baselines (``baselines.py``), each a
-``Selector`` over the scores in a ``SelectionInput`` (``base.py``)."""
+"""Selection rules: STAFF (``staff.py``, over ``regions.py`` and ``verification.py``) and the
+baselines (``baselines/``), each a ``Selector`` over the scores in a ``SelectionInput``
+(``base.py``)."""
 
 from __future__ import annotations
 

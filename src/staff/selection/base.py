@@ -15,6 +15,10 @@ import numpy as np
 
 from ..config import ConfigError, SelectionConfig
 
+# Keeps divisions by, and logs of, scores or sums that can be 0 finite (V_i, log-width regions,
+# fill weights).
+EPS = 1e-12
+
 
 def auto_sizes(n: int) -> tuple[int, int]:
     """(K, b_v) scaled to N when the config leaves them unset. The paper's K = 50, b_v = 10
@@ -113,6 +117,24 @@ class SelectionInput:
             raise ValueError(f"this method needs the per-sample score {name!r}; have "
                              f"{sorted(self.scores) or 'none'}.")
         return self.scores[name]
+
+
+def check_m(m: int, n: int) -> int:
+    """The coreset size a baseline was asked for, as an int in [0, n], or a one-line error."""
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
+        raise ValueError(f"m == {m!r}, must be an int.")
+    if not 0 <= m <= n:
+        raise ValueError(f"m == {m}, must be in [0, {n}] (the number of samples).")
+    return int(m)
+
+
+def finite_score(data: SelectionInput, name: str) -> np.ndarray:
+    """``data.score(name)``, refused when a NaN/inf would make the ranking meaningless."""
+    s = data.score(name)
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"score {name!r} has {int(np.sum(~np.isfinite(s)))} NaN/inf "
+                         "value(s), must be finite.")
+    return s
 
 
 class Selector(Protocol):

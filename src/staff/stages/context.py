@@ -138,7 +138,8 @@ class RunContext:
         asks for (a bad target would otherwise show only after fine-tuning and scoring the
         small model)."""
         from ..data.formatting import check_chat_template
-        from ..models.loading import check_hub_model, check_lora_targets
+        from ..models.adapters import check_lora_targets
+        from ..models.loading import check_hub_model
 
         untuned = self.cfg.selection.speculative == "untuned-target"
         roles = []

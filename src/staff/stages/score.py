@@ -39,7 +39,8 @@ class Score(Stage):
     def score(self, ctx: RunContext, role: str, tuned: bool, embeddings: bool = False) -> dict:
         """Effort, loss and EL2N of every sample on the ``role`` model, fine-tuned (its saved
         adapter) or untuned (a fresh adapter), into ``outputs``."""
-        from ..models.loading import attach_lora, load_adapter, load_model
+        from ..models.adapters import attach_lora, load_adapter
+        from ..models.loading import load_model
         from ..scoring.engine import score_samples
         from ..training.losses import named_errors
 

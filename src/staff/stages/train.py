@@ -34,7 +34,8 @@ class Train(Stage):
 
     def run(self, ctx: RunContext) -> dict:
         from ..training.lora import check_finite_losses, finetune_lora
-        from ..models.loading import attach_lora, load_model
+        from ..models.adapters import attach_lora
+        from ..models.loading import load_model
         from ..training.losses import named_errors
 
         c, role, model_cfg = ctx.cfg, self.role, getattr(ctx.cfg, self.role)

@@ -83,7 +83,8 @@ def verified_scores(ctx: RunContext, ids) -> Callable[[np.ndarray], np.ndarray]:
 
 def target_scores(ctx: RunContext, indices: np.ndarray) -> np.ndarray:
     """``selection.score`` of the given samples on the target with a fresh LoRA (B = 0)."""
-    from ..models.loading import attach_lora, load_model, tokenizer_fingerprint
+    from ..models.adapters import attach_lora
+    from ..models.loading import load_model, tokenizer_fingerprint
     from ..scoring.engine import score_samples
     from ..training.losses import named_errors
 

@@ -1,17 +1,6 @@
-"""The baselines the STAFF paper compares with (§4.1, Appendix A.2). Pure numpy + scikit-learn.
-
-- ``random``: a uniform draw of m samples.
-- ``el2n``:  the m highest EL2N scores (Paul et al., 2021; Marion et al., 2023).
-- ``grand``: the m highest per-sample gradient norms, GraNd (Paul et al., 2021); the scoring
-  engine calls this score "effort".
-- ``ccs``:   Coverage-Centric Coreset Selection (Zheng et al., 2023): stratified sampling over
-  equal-width score strata, smallest stratum first, optional hard cutoff.
-- ``d2``:    D2 Pruning (Maharana et al., 2024): forward and reverse message passing over a
-  kNN graph of the sample embeddings.
-
-Every selector stores its parameters in ``__init__`` (checked there) and does the work in
-``select(data, m, seed)``, which returns exactly m distinct row indices in the order they
-were picked (rank order for the top-m methods, greedy order for D2).
+"""The coverage-centric baselines: CCS spreads the coreset over equal-width score strata, D2
+over a kNN graph of the sample embeddings, so that hard samples are kept without leaving parts
+of the data uncovered. Pure numpy + scikit-learn.
 """
 
 from __future__ import annotations
@@ -21,90 +10,10 @@ import warnings
 
 import numpy as np
 
-from .base import SelectionInput, check_selection, register
-from .staff import hard_prune_mask, make_regions
+from ..base import SelectionInput, check_m, check_selection, finite_score, register
+from ..regions import hard_prune_mask, make_regions
 
-__all__ = ["LengthSelector", "RandomSelector", "EL2NSelector", "GraNdSelector", "CCSSelector", "D2Selector",
-           "knn_graph", "d2_forward", "d2_reverse"]
-
-
-def _check_m(m: int, n: int) -> int:
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-        raise ValueError(f"m == {m!r}, must be an int.")
-    if not 0 <= m <= n:
-        raise ValueError(f"m == {m}, must be in [0, {n}] (the number of samples).")
-    return int(m)
-
-
-def _finite_score(data: SelectionInput, name: str) -> np.ndarray:
-    s = data.score(name)
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"score {name!r} has {int(np.sum(~np.isfinite(s)))} NaN/inf "
-                         "value(s), must be finite.")
-    return s
-
-
-def top_m(scores: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the m highest scores, highest first; ties go to the lower index."""
-    # lexsort: the last key is the primary one. O(N log N); N is at most ~1e6 here.
-    return np.lexsort((np.arange(len(scores)), -scores))[:m]
-
-
-# ----------------------------------------------------------------------------- score-only
-
-@register("length")
-class LengthSelector:
-    """The m samples with the most response tokens: the simple length filter reported as a
-    strong baseline for instruction data (e.g. Zhao et al., 2024, "Long Is More for
-    Alignment"). Ties (many samples share a length) are broken by a seeded random order, so
-    seeds draw different coresets among equally long samples."""
-
-    def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
-        m = _check_m(m, data.n)
-        lengths = _finite_score(data, "n_response_tokens")
-        tie_break = np.random.default_rng(seed).permutation(data.n)
-        return check_selection(np.lexsort((tie_break, -lengths))[:m], data.n, m)
-
-
-@register("random")
-class RandomSelector:
-    """A uniform draw of m samples without replacement (``np.random.default_rng(seed)``)."""
-
-    def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
-        m = _check_m(m, data.n)
-        rng = np.random.default_rng(seed)
-        return check_selection(rng.choice(data.n, size=m, replace=False), data.n, m)
-
-
-class _TopScoreSelector:
-    """Keep the m samples with the highest ``score`` (the "hard" samples)."""
-
-    def __init__(self, score: str):
-        if not isinstance(score, str) or not score:
-            raise ValueError(f"score == {score!r}, must be a non-empty score name.")
-        self.score = score
-
-    def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
-        # seed is unused: the ranking is deterministic (ties -> lower index).
-        m = _check_m(m, data.n)
-        return check_selection(top_m(_finite_score(data, self.score), m), data.n, m)
-
-
-@register("el2n")
-class EL2NSelector(_TopScoreSelector):
-    """EL2N (Paul et al., 2021): keep the m highest mean ‖softmax(z_t) − onehot(y_t)‖₂."""
-
-    def __init__(self, score: str = "el2n"):
-        super().__init__(score)
-
-
-@register("grand")
-class GraNdSelector(_TopScoreSelector):
-    """GraNd (Paul et al., 2021): keep the m highest per-sample gradient norms ‖∇_φ L‖₂
-    (the scoring engine's "effort" score, on the fine-tuned target)."""
-
-    def __init__(self, score: str = "effort"):
-        super().__init__(score)
+__all__ = ["CCSSelector", "D2Selector", "knn_graph", "d2_forward", "d2_reverse"]
 
 
 # ----------------------------------------------------------------------------- CCS
@@ -137,7 +46,7 @@ class CCSSelector:
     1. Optionally drop the top ``hard_cutoff`` fraction by score (β, the likely mislabelled
        or too-hard samples); floor(N·β) samples go.
     2. ``strata`` strata of equal width over [min, max] of the remaining scores (the same
-       rule as STAFF's regions, ``staff.make_regions``).
+       rule as STAFF's regions, ``regions.make_regions``).
     3. Budgets by ``ccs_budgets`` (smallest stratum first, an even share of what is left,
        capped at the stratum size); a uniform random draw inside each stratum.
     """
@@ -154,8 +63,8 @@ class CCSSelector:
         self.score = score
 
     def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
-        m = _check_m(m, data.n)
-        scores = _finite_score(data, self.score)
+        m = check_m(m, data.n)
+        scores = finite_score(data, self.score)
         eligible = hard_prune_mask(scores, self.hard_cutoff)
         if m > int(eligible.sum()):
             raise ValueError(f"m == {m}, must be <= {int(eligible.sum())}: the samples left "
@@ -313,8 +222,8 @@ class D2Selector:
         return x
 
     def select(self, data: SelectionInput, m: int, seed: int) -> np.ndarray:
-        m = _check_m(m, data.n)
-        scores = _finite_score(data, self.score)
+        m = check_m(m, data.n)
+        scores = finite_score(data, self.score)
         x = self._embeddings(data)
         n = data.n
         if m == 0 or m == n:                          # nothing to rank: all or none

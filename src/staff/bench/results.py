@@ -1,0 +1,114 @@
+"""results.json of a bench folder: every finished cell and selection run, the tables' source.
+
+Several ``staff bench --parts`` processes (one per GPU) may share a bench folder, so the file
+is re-read and merged under a file lock on every save, and results made with other settings
+(another ``bench_fingerprint``) are not reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from ..config import FINETUNE_NO_EFFECT
+from ..runs.folder import fingerprint, write_json
+from ..runs.layout import PREDICTIONS
+from .config import BenchConfig
+
+log = logging.getLogger(__name__)
+
+
+def bench_fingerprint(cfg: BenchConfig) -> str:
+    """What every cell shares; results.json from other settings is not reused."""
+    sel = cfg.select.to_dict()
+    for key in ("output_dir", "seed", "report", "device"):
+        sel.pop(key, None)
+    if sel.get("stage1_seed") is None:
+        sel.pop("stage1_seed", None)  # results of benches made before the option still apply
+    if not sel.get("early_stop", {}).get("rho"):
+        sel.pop("early_stop", None)  # off: the same (a variant that sets it has its own stage 1)
+    sel["selection"] = {k: v for k, v in sel["selection"].items()
+                        if k not in ("method", "pruning_rates")}
+    fin = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
+           if k not in FINETUNE_NO_EFFECT}
+    ev = {k: v for k, v in dataclasses.asdict(cfg.eval).items()
+          if k not in ("batch_size", "threads", "decode_samples")}
+    if cfg.eval.decode_samples is not None:
+        ev["decode_samples"] = cfg.eval.decode_samples
+    return fingerprint(sel, dataclasses.asdict(cfg.lora), fin, ev)
+
+
+def load_results(path: Path, fp: str) -> dict:
+    """The store in ``path`` if it was made with the fingerprint ``fp``, else an empty one."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        results = {}
+    if results and results.get("fingerprint") != fp:
+        log.warning("%s was made with other settings: its cells are not reused in the "
+                    "tables (the cached artifacts are still checked cell by cell)", path)
+        results = {}
+    results.setdefault("fingerprint", fp)
+    for key in ("cells", "selection", "per_example"):
+        results.setdefault(key, {})
+    results.setdefault("runs", [])
+    return results
+
+
+def save_results(path: Path, results: dict, recorded: dict[str, set]) -> None:
+    """Write ``results`` to ``path``, merged with what other processes of this bench wrote
+    since we read it: several ``staff bench --parts`` processes (one per GPU) may share a bench
+    folder. The read-merge-write runs under a file lock; each process contributes the entries
+    it recorded (``recorded[key]``: its keys of ``results[key]``), so none overwrites another's
+    cells. ``results`` is updated in place to the merged store."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        try:
+            disk = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            disk = {}
+        if disk.get("fingerprint") == results["fingerprint"]:
+            for key in ("cells", "per_example", "selection"):
+                mine = {k: v for k, v in results[key].items() if k in recorded[key]}
+                results[key] = {**disk.get(key, {}), **mine}
+            runs = disk.get("runs", [])
+            results["runs"] = runs + [r for r in results["runs"] if r not in runs]
+        write_json(path, results)
+
+
+def cell_entry(method, rate, seed, protocol: str, train_info: dict | None, loss: dict,
+               metrics: dict | None, old: dict) -> dict:
+    """A cell's row of ``results["cells"]``; ``old``: the row it replaces (or {})."""
+    entry = {"method": method, "rate": rate, "seed": seed, "protocol": protocol,
+             "loss": loss["loss"], "n_loss": loss["n"],
+             # A cell decoded before keeps its decoded metrics when later run without.
+             "rouge_l": metrics["rouge_l"] if metrics else old.get("rouge_l"),
+             "bleu": metrics["bleu"] if metrics else old.get("bleu"),
+             "n_eval": metrics["n"] if metrics else old.get("n_eval"),
+             "eval_seconds": metrics.get("seconds") if metrics else old.get("eval_seconds")}
+    if train_info:
+        entry.update(n_train=train_info["samples"], steps=train_info.get("steps"),
+                     finetune_seconds=train_info.get("seconds"),
+                     final_loss=train_info.get("final_loss"))
+    return entry
+
+
+def per_example_entry(loss: dict, metrics: dict | None, eval_dir: Path, old: dict) -> dict:
+    """A cell's per-example held-out losses (and ROUGE-L when it was decoded, else the ones it
+    had) for ``results["per_example"]``; ``old``: the entry it replaces (or {})."""
+    per = {"loss": loss["per_example"]}
+    if metrics:
+        per["rouge_l"] = _per_example_rouge(eval_dir / PREDICTIONS)
+    elif "rouge_l" in old:
+        per["rouge_l"] = old["rouge_l"]
+    return per
+
+
+def _per_example_rouge(predictions: Path) -> list[float]:
+    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return [round(float(r["rouge_l"]), 6) for r in rows]
