@@ -331,9 +331,9 @@ def test_a_new_option_left_off_keeps_a_benchs_fingerprint(tmp_path, translation_
     path = powered_file(tmp_path, translation_files, tiny_model_dir)
     hashed = []
     real = results.fingerprint
-    monkeypatch.setattr(grid, "fingerprint", lambda *parts: hashed.append(parts) or real(*parts))
+    monkeypatch.setattr(results, "fingerprint", lambda *parts: hashed.append(parts) or real(*parts))
     off = results.bench_fingerprint(load_bench_config(path))
-    assert "early_stop" not in hashed[0][0] and "stage1_seed" in hashed[0][0]
+    assert "early_stop" not in hashed[0][0] and "scoring" in hashed[0][0]
     tree = yaml.safe_load(path.read_text())
     tree["select"]["early_stop"] = {"rho": 0.0, "probe": 64}
     path.write_text(yaml.safe_dump(tree))
