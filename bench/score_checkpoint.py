@@ -47,7 +47,8 @@ def score(run_dir: Path, adapters: list[Path], out: Path, probe: int | None = No
     """Write ``out/<name>/scores.csv`` for each adapter; returns the files written."""
     import torch
 
-    from staff.models.loading import load_adapter, load_model
+    from staff.models.adapters import load_adapter
+    from staff.models.loading import load_model
     from staff.scoring.engine import score_samples
 
     config = run_dir / "config.yaml"
