@@ -71,3 +71,18 @@ def test_authors_preset_sets_every_authors_option_and_explicit_values_win():
     with pytest.raises(ValueError, match=r"preset == 'paperish', must be one of 'none', "
                                          r"'authors'"):
         load_config(None, ["preset=paperish"])
+
+
+def test_cli_shortcuts_arrive_as_typed_values_and_win_over_set():
+    # The CLI's -p and --seed are parsed once, in the CLI, and handed to the config as values
+    # (not re-read as YAML text); a shortcut wins over a --set of the same option.
+    from staff.cli.common import _load
+
+    cfg = _load(None, ["selection.pruning_rates=[0.3]", "seed=3", "selection.regions=7"],
+                None, None, None, None, "0.6, 0.8", 5)
+    assert cfg.selection.pruning_rates == [0.6, 0.8]
+    assert cfg.seed == 5
+    assert cfg.selection.regions == 7
+    # A --set string option keeps its raw text (not parsed as a YAML mapping).
+    cfg = _load(None, ["data.prompt_template=English: {en}"], None, None, None, None, None, None)
+    assert cfg.data.prompt_template == "English: {en}"

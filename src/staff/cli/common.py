@@ -54,16 +54,32 @@ def _setup_logging(quiet: bool) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def _load(config, sets, data, small, target, out, rates, seed, method=None):
-    from ..config import load_config
+def _parse_rates(text: str) -> list[float]:
+    """'0.5,0.7,0.9' -> [0.5, 0.7, 0.9]; the range (0, 1) is checked once, by the config."""
+    rates = []
+    for part in text.split(","):
+        try:
+            rates.append(float(part))
+        except ValueError:
+            raise ValueError(f"--pruning-rates: {part.strip()!r} is not a number "
+                             "(give e.g. -p 0.5,0.7,0.9).") from None
+    return rates
 
-    overrides = list(sets or [])
+
+def _load(config, sets, data, small, target, out, rates, seed, method=None):
+    """The run config: the file (or the demo), then --set, then the shortcut options. The
+    shortcuts go in as typed values (a list of floats, an int), not as YAML text to re-parse."""
+    from ..config import load_config, parse_override
+
+    overrides = dict(parse_override(text) for text in sets or [])
     for key, value in (("data.path", data), ("small.name", small), ("target.name", target),
                        ("output_dir", out), ("seed", seed), ("selection.method", method)):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.pop(key, None)  # a shortcut wins over a --set of the same option
+            overrides[key] = value
     if rates:
-        overrides.append(f"selection.pruning_rates=[{rates}]")
+        overrides.pop("selection.pruning_rates", None)
+        overrides["selection.pruning_rates"] = _parse_rates(rates)
     return load_config(config, overrides)
 
 
