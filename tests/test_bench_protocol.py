@@ -341,3 +341,28 @@ def test_a_new_option_left_off_keeps_a_benchs_fingerprint(tmp_path, translation_
     tree["select"]["early_stop"] = {"rho": 0.9}
     path.write_text(yaml.safe_dump(tree))
     assert results.bench_fingerprint(load_bench_config(path)) != off
+
+
+def test_cells_csv_names_n_without_a_full_data_cell(tmp_path):
+    # A bench run with full_seeds: [] has no full-data cell; N then comes from the data size a
+    # selection run recorded (the CPU Multi30k bench wrote an empty n_train before this).
+    from types import SimpleNamespace
+
+    from staff.bench.cells_csv import write_cells_csv
+
+    out = tmp_path / "bench"
+    run = out / "select" / "random" / "s0"
+    run.mkdir(parents=True)
+    (run / "state.json").write_text(json.dumps({"stages": {}, "data": {"n": 4000}}))
+    results = {"cells": {"random/p0.90/s0": {"method": "random", "rate": 0.9, "seed": 0,
+                                              "loss": 2.5, "n_loss": 500, "n_train": 400}},
+               "selection": {"random/s0": {"overhead": 0.1,
+                                           "run_dir": "elsewhere/bench/select/random/s0"}}}
+    cfg = SimpleNamespace(dataset_name=lambda: "multi30k",
+                          select=SimpleNamespace(target=SimpleNamespace(name="tgt")))
+    rows = list(csv.DictReader(write_cells_csv(out / "cells.csv", results, cfg).open()))
+    assert {r["n_train"] for r in rows} == {"4000"}
+    # No state.json to read: the column stays empty rather than guessing.
+    (run / "state.json").unlink()
+    rows = list(csv.DictReader(write_cells_csv(out / "cells.csv", results, cfg).open()))
+    assert {r["n_train"] for r in rows} == {""}

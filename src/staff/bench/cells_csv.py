@@ -12,18 +12,38 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from ..runs.folder import write_atomic
+from ..runs.layout import STATE
 
 COLUMNS = ("dataset", "n_train", "n_test", "small", "target", "method", "rate", "seed",
            "protocol", "metric", "value")
 
 
-def cell_rows(results: dict, cfg) -> list[dict]:
+def full_size(results: dict, out_dir: Path | None) -> int | str:
+    """N: the full-data cell's training size, or (a bench run without one, e.g. with
+    ``full_seeds: []``) the data size a selection run recorded in its state.json."""
+    cells, selection = results.get("cells", {}), results.get("selection", {})
+    n = next((e.get("n_train") for e in cells.values() if e["method"] == "full"), None)
+    if n is not None or out_dir is None:
+        return "" if n is None else n
+    for run in selection.values():
+        # run_dir is relative to where the bench ran; its last three parts are
+        # select/<method>/s<seed>/ inside the bench folder.
+        state = Path(out_dir).joinpath(*Path(run["run_dir"]).parts[-3:], STATE)
+        if state.is_file():
+            n = json.loads(state.read_text(encoding="utf-8")).get("data", {}).get("n")
+            if n is not None:
+                return n
+    return ""
+
+
+def cell_rows(results: dict, cfg, out_dir: Path | None = None) -> list[dict]:
     cells = results.get("cells", {})
     selection = results.get("selection", {})
-    n_train = next((e.get("n_train") for e in cells.values() if e["method"] == "full"), "")
+    n_train = full_size(results, out_dir)
     common = {"dataset": cfg.dataset_name(), "n_train": n_train,
               "target": cfg.select.target.name}
     rows = []
@@ -57,6 +77,6 @@ def write_cells_csv(path: str | Path, results: dict, cfg) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(cell_rows(results, cfg))
+    writer.writerows(cell_rows(results, cfg, Path(path).parent))
     write_atomic(Path(path), buffer.getvalue())
     return Path(path)
