@@ -1,7 +1,8 @@
 """How much of a method's ROUGE-L difference is the length of what its model generates?
 (issues 14 and 15)
 
-    python bench/generation_length.py BENCH_DIR [--rate 0.9] [--baseline random] [--out FILE]
+    python bench/generation_length.py BENCH_DIR|RESULTS_JSON [--rate 0.9] [--baseline random]
+        [--out FILE]
 
 A coreset with shorter responses (STAFF's: effort falls with response length) can teach the
 target to stop earlier. With greedy decoding on a lightly tuned model that alone moves ROUGE-L,
@@ -9,7 +10,9 @@ which rewards outputs of about the reference's length, while the teacher-forced 
 bench's low-variance metric — does not move. This reads every coreset cell's greedy
 predictions (``BENCH_DIR/cells/<method>/p0.90/s<seed>/eval/predictions.jsonl``) and gives per
 cell: words generated per reference word, the share of run-on outputs (more than twice the
-reference's words), and ROUGE-L. Then one least-squares fit over the cells,
+reference's words), and ROUGE-L. Given a results.json instead, it takes each cell's
+``length_ratio`` (recorded by every evaluation since 2026-11-30; no run-on share). Then one
+least-squares fit over the cells,
 
     ROUGE-L = a + b · (generated / reference words) + c_method   (c_baseline = 0),
 
@@ -64,6 +67,16 @@ def read_cells(bench_dir: Path, rate: float) -> list[dict]:
     return cells
 
 
+def results_cells(results: dict, rate: float) -> list[dict]:
+    """The same from a bench's results.json: epochs-protocol cells at ``rate`` that recorded a
+    length ratio (the run-on share needs the predictions: None)."""
+    return [{"method": e["method"], "seed": e["seed"], "ratio": e["length_ratio"],
+             "run_on": None, "rouge_l": e["rouge_l"]}
+            for e in results.get("cells", {}).values()
+            if e.get("rate") == rate and e.get("protocol", "epochs") == "epochs"
+            and e.get("length_ratio") is not None and e.get("rouge_l") is not None]
+
+
 def length_adjusted(cells: list[dict], baseline: str) -> dict[str, dict]:
     """{method: {raw, adjusted, low, high, cells}}: the method's mean ROUGE-L minus the
     baseline's (raw) and its c_method in the fit above with a 95% t interval."""
@@ -97,7 +110,8 @@ def markdown(cells: list[dict], adjusted: dict, baseline: str, rate: float) -> s
     lines = [f"| method | seed | words generated / reference | run-on outputs (> {RUN_ON:g}×) "
              f"| ROUGE-L |", "|---|---:|---:|---:|---:|"]
     for c in sorted(cells, key=lambda c: (c["method"], c["seed"])):
-        lines.append(f"| {c['method']} | {c['seed']} | {c['ratio']:.2f} | {100 * c['run_on']:.0f}% "
+        run_on = "–" if c["run_on"] is None else f"{100 * c['run_on']:.0f}%"
+        lines.append(f"| {c['method']} | {c['seed']} | {c['ratio']:.2f} | {run_on} "
                      f"| {c['rouge_l']:.1f} |")
     if adjusted:
         fit = adjusted["_fit"]
@@ -115,14 +129,19 @@ def markdown(cells: list[dict], adjusted: dict, baseline: str, rate: float) -> s
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench_dir", type=Path, help="a bench's output_dir (it holds cells/)")
+    parser.add_argument("source", type=Path, help="a bench's output_dir (it holds cells/) or "
+                        "its results.json")
     parser.add_argument("--rate", type=float, default=0.9)
     parser.add_argument("--baseline", default="random")
     parser.add_argument("--out", type=Path, help="also write the tables here (markdown)")
     args = parser.parse_args(argv)
-    cells = read_cells(args.bench_dir, args.rate)
+    if args.source.is_file():
+        cells = results_cells(json.loads(args.source.read_text(encoding="utf-8")), args.rate)
+    else:
+        cells = read_cells(args.source, args.rate)
     if not cells:
-        raise SystemExit(f"{args.bench_dir}: no cell at p = {args.rate} has {PREDICTIONS}")
+        raise SystemExit(f"{args.source}: no cell at p = {args.rate} has predictions or a "
+                         "length ratio")
     text = markdown(cells, length_adjusted(cells, args.baseline), args.baseline, args.rate)
     print(text, end="")
     if args.out:

@@ -112,6 +112,14 @@ def test_score_predictions_checks_its_input():
         score_predictions(["a"], [[]])
 
 
+def test_score_predictions_reports_words_generated_per_reference_word():
+    # 6 + 1 words generated; references 4 and the mean of 2 and 4 words (3): 7 / 7 = 1.0.
+    out = score_predictions(["a b c d e f", "x"], [["a b c d"], ["y z", "y z w v"]])
+    assert out["per_sample_words"] == [(6, 4.0), (1, 3.0)]
+    assert out["length_ratio"] == pytest.approx(1.0)
+    assert score_predictions(["a b c d e f g h"], [["a b c d"]])["length_ratio"] == 2.0
+
+
 # ----------------------------------------------------------------------------- generation
 
 def test_generation_helpers():

@@ -211,7 +211,16 @@ def test_powered_grid_parts_protocols_stage1_and_cells_csv(tmp_path, translation
     assert cells["staff:noverify/p0.75/s1"]["rouge_l"] is not None
     assert cells["staff/p0.75/s1/steps"]["rouge_l"] is None
     per = results["per_example"]["staff/p0.75/s0"]
-    assert len(per["loss"]) == len(per["rouge_l"]) == 6
+    assert len(per["loss"]) == len(per["rouge_l"]) == len(per["words"]) == 6
+    # The length ratio of a decoded cell is its predictions' words over the references' (the
+    # mean of a sample's two references).
+    predictions = [json.loads(line) for line in (out / "cells" / "staff" / "p0.75" / "s0" /
+                                                 "eval" / "predictions.jsonl").open()]
+    assert per["words"] == [len(p["prediction"].split()) for p in predictions]
+    assert cells["staff/p0.75/s0"]["length_ratio"] == pytest.approx(
+        sum(per["words"]) / sum(sum(len(r.split()) for r in p["references"]) / 2
+                                for p in predictions), abs=1e-4)
+    assert cells["staff/p0.50/s0"]["length_ratio"] is None
 
     rows = list(csv.DictReader((out / "cells.csv").open(encoding="utf-8")))
     assert list(rows[0]) == ["dataset", "n_train", "n_test", "small", "target", "method", "rate",
@@ -220,6 +229,7 @@ def test_powered_grid_parts_protocols_stage1_and_cells_csv(tmp_path, translation
     assert ("staff:noverify", "0.75", "1", "epochs", "rougeL") in got
     assert ("random", "0.75", "1", "steps", "loss") in got
     assert ("random", "0.75", "1", "steps", "rougeL") not in got
+    assert ("staff", "0.75", "0", "epochs", "length_ratio") in got
     assert ("length", "0.5", "0", "epochs", "selection_seconds") in got
     assert ("untuned", "", "", "epochs", "loss") in got
     loss_row = next(r for r in rows if r["method"] == "staff" and r["rate"] == "0.5"

@@ -66,3 +66,24 @@ def test_no_baseline_cells_gives_no_fit(tmp_path):
     gl = load_script()
     write_cell(tmp_path, "staff", 0, generated=[5], reference=5, rouge=[50.0])
     assert gl.length_adjusted(gl.read_cells(tmp_path, 0.9), "random") == {}
+
+
+def test_results_json_cells_give_the_same_fit_as_the_predictions(tmp_path):
+    # A bench's results.json (length_ratio per cell, recorded by the evaluation) is enough for
+    # the fit: no predictions needed, e.g. for a GPU run whose folders stayed on the machine.
+    gl = load_script()
+    ratios = {"random": [1.5, 1.4, 1.3], "staff": [1.2, 1.25, 1.1]}
+    for method, values in ratios.items():
+        for seed, ratio in enumerate(values):
+            rouge = 30 - 6 * ratio + (1.0 if method == "staff" else 0) + 0.01 * seed
+            write_cell(tmp_path, method, seed, generated=[round(20 * ratio)], reference=20,
+                       rouge=[rouge])
+    from_predictions = gl.length_adjusted(gl.read_cells(tmp_path, 0.9), "random")
+    results = {"cells": {f"{c['method']}/p0.90/s{c['seed']}": {
+        "method": c["method"], "rate": 0.9, "seed": c["seed"], "protocol": "epochs",
+        "length_ratio": c["ratio"], "rouge_l": c["rouge_l"]} for c in gl.read_cells(tmp_path, 0.9)}}
+    results["cells"]["staff/p0.80/s0"] = dict(results["cells"]["staff/p0.90/s0"], rate=0.8)
+    cells = gl.results_cells(results, 0.9)
+    assert len(cells) == 6 and all(c["run_on"] is None for c in cells)
+    assert gl.length_adjusted(cells, "random")["staff"] == pytest.approx(from_predictions["staff"])
+    assert "| staff | 0 | 1.20 | – |" in gl.markdown(cells, {}, "random", 0.9)

@@ -1,7 +1,8 @@
 """``cells.csv``: one row per (cell, metric), the bench's machine-readable result.
 
 Columns: dataset, n_train, n_test, small, target, method, rate, seed, protocol, metric, value.
-Metrics: ``loss`` (held-out response NLL), ``rougeL`` and ``bleu`` (decoded cells only) and
+Metrics: ``loss`` (held-out response NLL), ``rougeL``, ``bleu`` and ``length_ratio`` (words
+generated per reference word; decoded cells only) and
 ``selection_seconds`` (the selection run's overhead; the same for every rate of a seed). The
 full-data cell has rate 0 and the untuned target an empty rate and seed. ``n_train`` is the
 full data's size N (a coreset has N(1-p) samples); ``n_test`` the held-out examples the
@@ -59,7 +60,8 @@ def cell_rows(results: dict, cfg, out_dir: Path | None = None) -> list[dict]:
         if entry.get("loss") is not None:
             rows.append(dict(base, n_test=entry.get("n_loss", ""), metric="loss",
                              value=round(entry["loss"], 6)))
-        for key, metric in (("rouge_l", "rougeL"), ("bleu", "bleu")):
+        for key, metric in (("rouge_l", "rougeL"), ("bleu", "bleu"),
+                            ("length_ratio", "length_ratio")):
             if entry.get(key) is not None:
                 rows.append(dict(base, n_test=entry.get("n_eval", ""), metric=metric,
                                  value=round(entry[key], 4)))
@@ -67,7 +69,8 @@ def cell_rows(results: dict, cfg, out_dir: Path | None = None) -> list[dict]:
         if run is not None:
             rows.append(dict(base, n_test="", metric="selection_seconds",
                              value=round(run["overhead"], 1)))
-    order = {m: i for i, m in enumerate(("loss", "rougeL", "bleu", "selection_seconds"))}
+    order = {m: i for i, m in enumerate(("loss", "rougeL", "bleu", "length_ratio",
+                                         "selection_seconds"))}
     rows.sort(key=lambda r: (str(r["method"]), str(r["rate"]), str(r["protocol"]),
                              str(r["seed"]), order[r["metric"]]))
     return rows

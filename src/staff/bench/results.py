@@ -88,6 +88,9 @@ def cell_entry(method, rate, seed, protocol: str, train_info: dict | None, loss:
              # A cell decoded before keeps its decoded metrics when later run without.
              "rouge_l": metrics["rouge_l"] if metrics else old.get("rouge_l"),
              "bleu": metrics["bleu"] if metrics else old.get("bleu"),
+             # Evaluations before this key existed have none (None).
+             "length_ratio": (metrics.get("length_ratio") if metrics
+                              else old.get("length_ratio")),
              "n_eval": metrics["n"] if metrics else old.get("n_eval"),
              "eval_seconds": metrics.get("seconds") if metrics else old.get("eval_seconds")}
     if train_info:
@@ -102,13 +105,17 @@ def per_example_entry(loss: dict, metrics: dict | None, eval_dir: Path, old: dic
     had) for ``results["per_example"]``; ``old``: the entry it replaces (or {})."""
     per = {"loss": loss["per_example"]}
     if metrics:
-        per["rouge_l"] = _per_example_rouge(eval_dir / PREDICTIONS)
-    elif "rouge_l" in old:
-        per["rouge_l"] = old["rouge_l"]
+        per.update(_per_example_decoded(eval_dir / PREDICTIONS))
+    else:
+        per.update({k: old[k] for k in ("rouge_l", "words") if k in old})
     return per
 
 
-def _per_example_rouge(predictions: Path) -> list[float]:
+def _per_example_decoded(predictions: Path) -> dict:
+    """ROUGE-L of each prediction and, when the evaluation recorded it, its word count."""
     rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()
             if line.strip()]
-    return [round(float(r["rouge_l"]), 6) for r in rows]
+    per = {"rouge_l": [round(float(r["rouge_l"]), 6) for r in rows]}
+    if rows and all("words" in r for r in rows):
+        per["words"] = [int(r["words"]) for r in rows]
+    return per

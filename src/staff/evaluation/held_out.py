@@ -143,11 +143,14 @@ class HeldOutEvaluation:
                                 desc="generating" + (" (tuned)" if adapter_dir else " (untuned)"))
         seconds = time.perf_counter() - started
         scores = score_predictions(preds, refs)
-        write_jsonl_atomic([{"id": e.id, "prediction": p, "references": r, "rouge_l": s}
-                            for e, p, r, s in zip(examples, preds, refs,
-                                                  scores["per_sample_rouge_l"])],
+        write_jsonl_atomic([{"id": e.id, "prediction": p, "references": r, "rouge_l": s,
+                             "words": w[0]}
+                            for e, p, r, s, w in zip(examples, preds, refs,
+                                                     scores["per_sample_rouge_l"],
+                                                     scores["per_sample_words"])],
                            out / PREDICTIONS)
-        metrics = {"rouge_l": scores["rouge_l"], "bleu": scores["bleu"], "n": scores["n"],
+        metrics = {"rouge_l": scores["rouge_l"], "bleu": scores["bleu"],
+                   "length_ratio": round(scores["length_ratio"], 4), "n": scores["n"],
                    "references_per_sample": max(len(r) for r in refs),
                    "bleu_signature": scores["bleu_signature"], "model": c.model.name,
                    "adapter": str(adapter_dir) if adapter_dir else None,
@@ -156,8 +159,9 @@ class HeldOutEvaluation:
                                   "prompts_cut": cut},
                    "seconds": round(seconds, 3), "fingerprint": fp}
         write_json(out / METRICS, metrics)
-        log.info("ROUGE-L %.2f, BLEU-4 %.2f on %d samples (%.1f s) -> %s", metrics["rouge_l"],
-                 metrics["bleu"], metrics["n"], seconds, out)
+        log.info("ROUGE-L %.2f, BLEU-4 %.2f, %.2f words per reference word on %d samples "
+                 "(%.1f s) -> %s", metrics["rouge_l"], metrics["bleu"], metrics["length_ratio"],
+                 metrics["n"], seconds, out)
         return metrics
 
 

@@ -53,11 +53,18 @@ def bleu4(predictions: list[str], references: list[list[str]]) -> tuple[float, s
 
 
 def score_predictions(predictions: list[str], references: list[list[str]]) -> dict:
-    """{'rouge_l', 'bleu', 'n', 'per_sample_rouge_l', 'bleu_signature'}."""
+    """{'rouge_l', 'bleu', 'length_ratio', 'n', 'per_sample_rouge_l', 'per_sample_words',
+    'bleu_signature'}; per_sample_words: (words generated, mean words of the references)."""
     per_sample = rouge_l(predictions, references)
     bleu, signature = bleu4(predictions, references)
-    return {"rouge_l": sum(per_sample) / len(per_sample), "bleu": bleu, "n": len(predictions),
-            "per_sample_rouge_l": per_sample, "bleu_signature": signature}
+    words = [(len(p.split()), sum(len(r.split()) for r in refs) / len(refs))
+             for p, refs in zip(predictions, references)]
+    reference_words = sum(r for _, r in words)
+    return {"rouge_l": sum(per_sample) / len(per_sample), "bleu": bleu,
+            "length_ratio": sum(g for g, _ in words) / reference_words if reference_words
+            else float("nan"),
+            "n": len(predictions), "per_sample_rouge_l": per_sample, "per_sample_words": words,
+            "bleu_signature": signature}
 
 
 def _check(predictions: list[str], references: list[list[str]]) -> None:
