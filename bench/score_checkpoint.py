@@ -1,6 +1,7 @@
 """Effort of a selection run's samples on another adapter of its small model (issue 19).
 
     python bench/score_checkpoint.py RUN_DIR ADAPTER [ADAPTER ...] --out OUT [--probe 256]
+        [--scope last-layer]
 
 RUN_DIR is a STAFF selection run folder (its config.yaml says the data, the small model and
 the scoring options); each ADAPTER is a LoRA adapter of its small model: a stage-1 checkpoint
@@ -11,6 +12,9 @@ against after two, say). ``--probe N`` scores only the N samples the early-stop 
 (``early_stop.probe``) would draw with the run's stage-1 seed, to replay that rule: with the
 adapters given in training order, ``OUT/settle.json`` gets Spearman's rho between consecutive
 ones (what the check compares).
+``--scope`` scores with another ``scoring.scope`` than the run's (``last-layer``: the LoRA
+tensors of the last decoder layer only, the authors' code's choice); ``OUT/<name>/timing.json``
+records the scoring's seconds, to compare the scopes' cost side by side.
 ``<name>`` is the adapter folder's name, or its parent's for a checkpoint's ``adapter``.
 """
 
@@ -43,8 +47,11 @@ def adapter_folder(path: Path) -> Path:
                      "(no adapter_config.json)")
 
 
-def score(run_dir: Path, adapters: list[Path], out: Path, probe: int | None = None) -> list[Path]:
+def score(run_dir: Path, adapters: list[Path], out: Path, probe: int | None = None,
+          scope: str | None = None) -> list[Path]:
     """Write ``out/<name>/scores.csv`` for each adapter; returns the files written."""
+    import time
+
     import torch
 
     from staff.models.adapters import load_adapter
@@ -70,16 +77,22 @@ def score(run_dir: Path, adapters: list[Path], out: Path, probe: int | None = No
         name = folder.parent.name if folder.name == "adapter" else folder.name
         torch.manual_seed(0)
         model = load_adapter(load_model(cfg.small, ctx.device), folder)
+        started = time.perf_counter()
         table = score_samples(model, data, pad_id, batch_size=cfg.scoring.batch_size,
-                              scope=cfg.scoring.scope, device=ctx.device,
+                              scope=scope or cfg.scoring.scope, device=ctx.device,
                               desc=f"effort ({name})")
+        seconds = time.perf_counter() - started
         frame = pd.DataFrame({"id": table.ids, "effort": table.effort, "loss": table.loss,
                               "el2n": table.el2n, "n_response_tokens": table.n_tokens})
         target = out / name / SCORES
         target.parent.mkdir(parents=True, exist_ok=True)
         write_table(target, frame)
+        write_atomic(target.parent / "timing.json", json.dumps(
+            {"samples": len(frame), "scope": scope or cfg.scoring.scope,
+             "seconds": round(seconds, 2), "threads": torch.get_num_threads()}, indent=1))
         written.append(target)
-        print(f"{target}: {len(frame)} samples, effort median {np.median(table.effort):.4g}")
+        print(f"{target}: {len(frame)} samples in {seconds:.1f} s, effort median "
+              f"{np.median(table.effort):.4g}")
     return written
 
 
@@ -90,8 +103,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--probe", type=int, default=None,
                         help="score only early_stop's probe of this many samples")
+    parser.add_argument("--scope", choices=("all", "last-layer"), default=None,
+                        help="scoring.scope to score with (default: the run's)")
     args = parser.parse_args(argv)
-    written = score(args.run_dir, args.adapters, args.out, args.probe)
+    written = score(args.run_dir, args.adapters, args.out, args.probe, args.scope)
     if args.probe and len(written) > 1:
         curve = settle_curve(written)
         write_atomic(args.out / "settle.json", json.dumps(curve, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def test_the_runs_own_adapter_gives_its_scores_and_the_probe_is_early_stops(
     assert len(ids) == 12 and set(ids) <= set(theirs.index)
     with pytest.raises(SystemExit, match="no adapter_config.json"):
         sc.score(run, [tmp_path / "nothing"], out)
+
+    # Another scope: the last layer's LoRA tensors only, a part of the full sum of squares.
+    last = sc.score(run, [checkpoint], tmp_path / "last", scope="last-layer")
+    part = pd.read_csv(last[0], dtype={"id": str}).set_index("id").loc[theirs.index]
+    assert (part["effort"] < theirs["effort"]).all() and (part["effort"] > 0).all()
+    np.testing.assert_allclose(part["loss"], theirs["loss"], rtol=1e-5)
+    timing = json.loads((last[0].parent / "timing.json").read_text())
+    assert timing["scope"] == "last-layer" and timing["samples"] == len(theirs)
 
 
 def test_settle_curve_compares_consecutive_score_files(tmp_path):
