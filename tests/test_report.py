@@ -311,3 +311,29 @@ def test_decile_composition_against_a_random_draw(tmp_path):
     # A random 12 of 120 often misses a decile (its 2.5% quantile is 0): only the top decile,
     # all 12 where a random draw puts at most a few, is outside.
     assert "p = 0.90: 1 of 10 deciles outside a random draw&#x27;s 95% range" in page
+
+
+def test_response_length_section_tells_a_short_response_coreset_from_a_random_one(tmp_path):
+    run = make_run(tmp_path / "run")
+    scores = pd.read_csv(run / "scores.csv")
+    n = len(scores)
+    scores["n_response_tokens"] = np.arange(n) % 20 + 1          # 1..20 tokens, mean 10.5
+    scores.to_csv(run / "scores.csv", index=False)
+    shortest = scores.sort_values("n_response_tokens", kind="stable")["id"][:24]
+    (run / "selections" / "p0.80" / "ids.txt").write_text("".join(f"{i}\n" for i in shortest))
+    page = build_report(run).read_text(encoding="utf-8")
+    section = page[page.index('id="response-length"'):]
+    section = section[:section.index("<h2")]
+    # Independently: each length 1..20 occurs 6 times; the 24 shortest are 1..4: mean 2.5.
+    tokens = scores["n_response_tokens"].to_numpy(float)
+    half = 1.96 * tokens.std(ddof=1) / np.sqrt(24) * np.sqrt((n - 24) / (n - 1))
+    assert f"<td>0.80</td><td>24</td><td>2.5</td><td>10.5</td><td>0.24×</td>" \
+           f"<td>{10.5 - half:.1f}–{10.5 + half:.1f}</td>" in section
+    assert "At p = 0.80 the coreset&#x27;s responses are shorter than a random draw&#x27;s." \
+        in section
+    assert "longer than" not in section
+
+
+def test_response_length_section_is_left_out_when_every_response_has_one_length(report):
+    _, _, page = report   # make_run gives every sample 5 response tokens
+    assert 'id="response-length"' not in page

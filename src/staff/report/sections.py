@@ -14,7 +14,7 @@ from ..runs import layout as L
 from . import figures
 from .markup import _e, _img, _num, _read, _table
 from .numbers import (DECILES, FLAG_FIELD, LOW_RHO, agreement, composition, decile_composition,
-                      flagged_counts, low_agreement_note, region_edges)
+                      flagged_counts, low_agreement_note, region_edges, response_lengths)
 from .read import Rate, Run
 
 
@@ -186,6 +186,32 @@ def decile_section(run: Run) -> str:
                     "is where 95% of such draws land. Bars inside the band: by this score the "
                     "coreset is what a random draw would have been, and STAFF's regions and "
                     "budgets changed little on these data. " + _e(verdict) + ".")
+            + _table(table, fmt))
+
+
+def length_section(run: Run) -> str:
+    table = response_lengths(run)
+    if table is None:
+        return ""
+    low, high = zip(*table["random draw's 95% range"])
+    below = [p for p, v, lo in zip(table["pruning rate"], table["mean response tokens"], low)
+             if v < lo]
+    above = [p for p, v, hi in zip(table["pruning rate"], table["mean response tokens"], high)
+             if v > hi]
+    verdict = " ".join(
+        f"At p = {', '.join(ps)} the coreset's responses are {word} than a random draw's."
+        for ps, word in ((below, "shorter"), (above, "longer")) if ps) \
+        or "Every coreset's mean is inside a random draw's range."
+    fmt = {"mean response tokens": lambda v: f"{v:.1f}", "full data's": lambda v: f"{v:.1f}",
+           "ratio": lambda v: f"{v:.2f}×",
+           "random draw's 95% range": lambda r: f"{r[0]:.1f}–{r[1]:.1f}"}
+    return ('<h2 id="response-length">Response length of the coresets</h2>'
+            + _read("the mean number of response tokens in each coreset beside the full "
+                    "data's, and where 95% of uniform random draws of the same size would put "
+                    "it. Effort is a mean over response tokens, so it favours short responses "
+                    "(BENCHMARKS.md measured Spearman ρ of −0.4 to −0.6 on two tasks), and a "
+                    "model fine-tuned on shorter responses tends to answer shorter: on "
+                    "Multi30k that alone moved ROUGE-L by points. " + _e(verdict))
             + _table(table, fmt))
 
 
