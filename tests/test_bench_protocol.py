@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,6 +352,13 @@ def test_a_new_option_left_off_keeps_a_benchs_fingerprint(tmp_path, translation_
     tree["select"]["early_stop"] = {"rho": 0.9}
     path.write_text(yaml.safe_dump(tree))
     assert results.bench_fingerprint(load_bench_config(path)) != off
+    # The same for selection.length_strata (added while the Multi30k bench ran).
+    del tree["select"]["early_stop"]
+    assert "length_strata" not in hashed[0][0]["selection"]
+    assert "region_edges" in hashed[0][0]["selection"]
+    tree["select"].setdefault("selection", {})["length_strata"] = 3
+    path.write_text(yaml.safe_dump(tree))
+    assert results.bench_fingerprint(load_bench_config(path)) != off
 
 
 def test_cells_csv_names_n_without_a_full_data_cell(tmp_path):
@@ -376,3 +384,19 @@ def test_cells_csv_names_n_without_a_full_data_cell(tmp_path):
     (run / "state.json").unlink()
     rows = list(csv.DictReader(write_cells_csv(out / "cells.csv", results, cfg).open()))
     assert {r["n_train"] for r in rows} == {""}
+
+
+SHIPPED_BENCHES = sorted((Path(__file__).resolve().parents[1] / "configs" / "bench").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_BENCHES, ids=lambda p: p.name)
+def test_shipped_bench_configs_load_and_every_method_resolves(path):
+    # A typo in a variant or a part costs hours into a bench; loading catches it in seconds.
+    from staff.bench import load_bench_config
+
+    cfg = load_bench_config(path)
+    for method in cfg.methods:
+        run = cfg.selection_config(method, 0, cfg.all_rates())
+        assert run.selection.method == method.split(":")[0]
+    for part in cfg.parts:
+        assert set(part.methods) <= set(cfg.methods), (path.name, part.methods)

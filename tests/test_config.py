@@ -86,3 +86,10 @@ def test_cli_shortcuts_arrive_as_typed_values_and_win_over_set():
     # A --set string option keeps its raw text (not parsed as a YAML mapping).
     cfg = _load(None, ["data.prompt_template=English: {en}"], None, None, None, None, None, None)
     assert cfg.data.prompt_template == "English: {en}"
+
+
+@pytest.mark.parametrize("value", [1, -2])
+def test_length_strata_is_off_or_at_least_two(value):
+    with pytest.raises(ConfigError, match=rf"selection.length_strata == {value}, must be 0 "
+                                          r"\(off\) or >= 2."):
+        load_config(None, {"selection.length_strata": value})

@@ -111,3 +111,64 @@ def test_variant_selectors_return_m_distinct_samples_and_scale_the_targets_score
         assert selector.factors_[verified] == pytest.approx(1.0), options
     with pytest.raises(ValueError, match="length_adjust == 'mean'"):
         StaffSelector(verify, length_adjust="mean")
+
+
+def heteroscedastic(size=3000, seed=6):
+    """Effort as measured on Multi30k: it falls with response length, and it spreads wider for
+    short responses (a mean over fewer token gradients)."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(8, 80, size=size).astype(float)
+    effort = n ** -0.3 * rng.lognormal(0, 2.0 / np.sqrt(n), size=size)
+    return SelectionInput(ids=np.arange(size).astype(str),
+                          scores={"effort": effort, "n_response_tokens": n}), n
+
+
+def short_share(n, chosen):
+    return float(np.mean(n[chosen] <= np.quantile(n, 1 / 3)))
+
+
+def test_the_residual_keeps_short_responses_over_drawn_and_length_strata_do_not():
+    data, n = heteroscedastic()
+    verify = lambda idx: data.score("effort")[idx]   # noqa: E731 - the target agrees
+    m, data_share = 300, short_share(n, np.arange(len(n)))
+    paper = StaffSelector(verify, regions=50, verify_per_region=5).select(data, m, seed=0)
+    residual = StaffSelector(verify, regions=50, verify_per_region=5,
+                             length_adjust="residual").select(data, m, seed=0)
+    # The length trend removed, the residual's tails are still mostly short responses, and
+    # Eq. 4 over-draws the thin tails: the coreset stays short, as on Multi30k.
+    assert short_share(n, paper) > data_share + 0.1
+    assert short_share(n, residual) > data_share + 0.1
+    strata = StaffSelector(verify, regions=50, verify_per_region=5, length_strata=5)
+    chosen = strata.select(data, m, seed=0)
+    assert len(set(chosen.tolist())) == m
+    # Five equal-count strata by length, each spending m / 5: the data's length distribution.
+    order = np.argsort(n, kind="stable")
+    per_stratum = [np.isin(chosen, part).sum() for part in np.array_split(order, 5)]
+    assert per_stratum == [60] * 5
+    # Within a stratum STAFF still chooses: the extreme effort deciles are over-drawn (a
+    # random draw puts 20% of the coreset there).
+    effort = data.score("effort")
+    lo, hi = np.quantile(effort, [0.1, 0.9])
+    assert np.mean((effort[chosen] <= lo) | (effort[chosen] >= hi)) > 0.3
+    table = {row.region: row for row in strata.table_}
+    assert sum(row.selected for row in table.values()) == m
+    assert all(row.size == len(strata.regions_.members[r]) for r, row in table.items())
+    again = StaffSelector(verify, regions=50, verify_per_region=5, length_strata=5)
+    assert np.array_equal(np.sort(again.select(data, m, seed=0)), np.sort(chosen))
+
+
+def test_length_strata_split_m_by_stratum_size_and_leave_the_paper_rule_at_zero():
+    data, n = heteroscedastic(size=103, seed=7)
+    verify = lambda idx: data.score("effort")[idx]   # noqa: E731
+    chosen = StaffSelector(verify, regions=5, verify_per_region=3,
+                           length_strata=4).select(data, 10, seed=1)
+    order = np.argsort(n, kind="stable")
+    # 103 samples in strata of 26, 26, 26, 25: budgets 10 x size / 103 with the largest
+    # remainders rounded up -> 3, 3, 2, 2 (2.524, 2.524, 2.524, 2.427 -> two of the three
+    # 2.524s get the two leftover samples, the first ones by stratum order).
+    counts = [np.isin(chosen, part).sum() for part in np.array_split(order, 4)]
+    assert counts == [3, 3, 2, 2]
+    plain = StaffSelector(verify, regions=5, verify_per_region=3).select(data, 10, seed=1)
+    zero = StaffSelector(verify, regions=5, verify_per_region=3,
+                         length_strata=0).select(data, 10, seed=1)
+    assert np.array_equal(plain, zero)

@@ -241,6 +241,13 @@ class SelectionConfig:
                 "scores. 'sum': the gradient of the summed loss (effort x response tokens); "
                 "'residual': effort / n^b, b fitted by least squares of log effort on log n "
                 "(the length trend removed). Applied to the small and target scores alike.")
+    length_strata: int = _f(
+        0, "0: off (paper). L >= 2: split the samples into L equal-count strata by response "
+           "tokens and spend each stratum's share of m (its share of N) with STAFF's regions, "
+           "V_i and Eq. 4 inside it: the coreset keeps the data's response lengths, and what "
+           "STAFF adds is its choice within a length. Effort's spread is wider for short "
+           "responses, so the paper's draw, which favours the thin tails, over-draws them "
+           "even after length_adjust: residual (BENCHMARKS.md).")
 
     def __post_init__(self) -> None:
         if isinstance(self.pruning_rates, (int, float, str)):
@@ -276,6 +283,9 @@ class SelectionConfig:
         if not 0.0 < self.region_clip < 0.5:
             raise ConfigError(f"selection.region_clip == {self.region_clip}, must be in "
                               "(0, 0.5).")
+        if self.length_strata < 0 or self.length_strata == 1:
+            raise ConfigError(f"selection.length_strata == {self.length_strata}, must be 0 "
+                              "(off) or >= 2.")
 
 
 @dataclass

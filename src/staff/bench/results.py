@@ -20,6 +20,11 @@ from .config import BenchConfig
 log = logging.getLogger(__name__)
 
 
+# Selection options added while a bench was running: at their default they leave its fingerprint
+# (and so its finished cells) as they were.
+BENCH_LATER_OPTIONS = {"length_strata": 0}
+
+
 def bench_fingerprint(cfg: BenchConfig) -> str:
     """What every cell shares; results.json from other settings is not reused."""
     sel = cfg.select.to_dict()
@@ -30,7 +35,9 @@ def bench_fingerprint(cfg: BenchConfig) -> str:
     if not sel.get("early_stop", {}).get("rho"):
         sel.pop("early_stop", None)  # off: the same (a variant that sets it has its own stage 1)
     sel["selection"] = {k: v for k, v in sel["selection"].items()
-                        if k not in ("method", "pruning_rates")}
+                        if k not in ("method", "pruning_rates")
+                        # options added after benches had started, left out at their default
+                        and not (k in BENCH_LATER_OPTIONS and v == BENCH_LATER_OPTIONS[k])}
     fin = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
            if k not in FINETUNE_NO_EFFECT}
     ev = {k: v for k, v in dataclasses.asdict(cfg.eval).items()

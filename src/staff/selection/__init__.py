@@ -28,7 +28,7 @@ def make_selector(cfg: SelectionConfig,
                              skip_verification=not cfg.verify, region_edges=cfg.region_edges,
                              region_clip=cfg.region_clip, verify_scale=cfg.verify_scale,
                              length_adjust=cfg.length_adjust, fill=cfg.fill,
-                             boundary=cfg.boundary)
+                             boundary=cfg.boundary, length_strata=cfg.length_strata)
     params = {"ccs": {"strata": cfg.ccs_strata, "hard_cutoff": cfg.ccs_hard_cutoff},
               "d2": {"k": cfg.d2_k, "gamma": cfg.d2_gamma}}.get(cfg.method, {})
     return SELECTORS[cfg.method](**params)

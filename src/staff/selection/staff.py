@@ -140,7 +140,7 @@ class StaffSelector:
                  skip_verification: bool = False, region_edges: str = "equal-width",
                  region_clip: float = 0.01, verify_scale: str = "score",
                  length_adjust: str = "none", fill: str = "weighted",
-                 boundary: str = "upper"):
+                 boundary: str = "upper", length_strata: int = 0):
         if regions < 1:
             raise ValueError(f"regions == {regions}, must be >= 1.")
         if verify_per_region < 1:
@@ -167,6 +167,7 @@ class StaffSelector:
         self.region_clip = region_clip
         self.verify_scale = verify_scale
         self.length_adjust = length_adjust
+        self.length_strata = length_strata
         self.fill = fill
         self.boundary = boundary
         self.target_scores: dict[int, float] = {}
@@ -219,9 +220,47 @@ class StaffSelector:
         even_share = None
         if not self.skip_verification and not self.verify_small_regions:
             even_share = np.array([r not in plan for r in range(self.regions)])
-        selected, table = allocate(regions, factors, spec, m, seed, self.budget_rule,
-                                   self.within_region, even_share, self.fill)
+        if self.length_strata:
+            selected, table = self._allocate_by_length(data, regions, factors, spec, m, seed,
+                                                       even_share)
+        else:
+            selected, table = allocate(regions, factors, spec, m, seed, self.budget_rule,
+                                       self.within_region, even_share, self.fill)
         for row in table:
             row.verified = len(plan.get(row.region, ()))
         self.table_ = table
         return check_selection(selected, data.n, m)
+
+    def _allocate_by_length(self, data, regions, factors, spec, m, seed, even_share):
+        """``allocate`` inside each of ``length_strata`` equal-count response-length strata,
+        each spending its share of m (by its size); the regions and V_i stay the global ones."""
+        tokens = data.score("n_response_tokens")
+        eligible = np.flatnonzero(regions.of >= 0)
+        order = eligible[np.argsort(tokens[eligible], kind="stable")]   # ties: by row
+        strata = [part for part in np.array_split(order, self.length_strata) if len(part)]
+        sizes = np.array([len(part) for part in strata], dtype=np.float64)
+        exact = m * sizes / sizes.sum()
+        budgets = np.floor(exact).astype(int)       # largest remainders get the rest of m
+        budgets[np.argsort(-(exact - budgets), kind="stable")[:m - budgets.sum()]] += 1
+        picked, per_region = [], {}
+        for part, budget in zip(strata, budgets):
+            if budget == 0:
+                continue
+            mask = np.zeros(len(regions.of), dtype=bool)
+            mask[part] = True
+            inside = Regions(edges=regions.edges, of=np.where(mask, regions.of, -1),
+                             members=[members[mask[members]] for members in regions.members])
+            chosen, rows = allocate(inside, factors, spec, int(budget), seed, self.budget_rule,
+                                    self.within_region, even_share, self.fill)
+            picked.append(chosen)
+            for row in rows:
+                total = per_region.setdefault(row.region, [0, 0])
+                total[0] += row.budget
+                total[1] += row.selected
+        table = [RegionReport(region=r, lo=float(regions.edges[r]),
+                              hi=float(regions.edges[r + 1]), size=len(regions.members[r]),
+                              verified=0, factor=float(factors[r]),
+                              budget=per_region.get(r, [0, 0])[0],
+                              selected=per_region.get(r, [0, 0])[1])
+                 for r in regions.visit_order()]
+        return np.concatenate(picked), table

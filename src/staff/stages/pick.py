@@ -19,7 +19,7 @@ from .context import RunContext
 log = logging.getLogger(__name__)
 
 # SelectionConfig options added after runs were made, with the value those runs used.
-_LATER_SELECTION_OPTIONS = {"fill": "weighted", "boundary": "upper"}
+_LATER_SELECTION_OPTIONS = {"fill": "weighted", "boundary": "upper", "length_strata": 0}
 
 
 class Pick(Stage):
