@@ -243,6 +243,7 @@ def test_powered_grid_parts_protocols_stage1_and_cells_csv(tmp_path, translation
     assert "held fixed at seed 0" in tables
     assert "Table 1 (steps protocol" in tables and "| STAFF (noverify) |" in tables
     assert "Difference to Random (epochs protocol), held-out response loss" in tables
+    assert "words generated per reference word (greedy outputs" in tables
 
     # --tables-only writes the same tables and CSV again from results.json, training nothing.
     from typer.testing import CliRunner

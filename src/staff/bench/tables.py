@@ -15,7 +15,11 @@ NAMES = {"random": "Random", "length": "Length", "grand": "GraNd", "el2n": "EL2N
 # metric key in a cell -> (title, digits, lower is better)
 METRICS = {"loss": ("held-out response loss (mean token NLL; lower is better)", 3, True),
            "rouge_l": ("ROUGE-L (F, x100)", 1, False),
-           "bleu": ("BLEU-4 (sacreBLEU)", 1, False)}
+           "bleu": ("BLEU-4 (sacreBLEU)", 1, False),
+           # Not a quality score: how long the greedy outputs run (1 = the references' length).
+           # ROUGE-L follows it across cells (BENCHMARKS.md), so Table 1 shows it beside them.
+           "length_ratio": ("words generated per reference word (greedy outputs; 1 = the "
+                            "references' length)", 2, None)}
 MISSING = "–"
 ADOPTED = "†"  # a stage copied from another selection run of the bench
 STAFF_LIKE = ("staff",)  # rows compared with the baselines (and their variants)
