@@ -244,6 +244,10 @@ def test_powered_grid_parts_protocols_stage1_and_cells_csv(tmp_path, translation
     assert "Table 1 (steps protocol" in tables and "| STAFF (noverify) |" in tables
     assert "Difference to Random (epochs protocol), held-out response loss" in tables
     assert "words generated per reference word (greedy outputs" in tables
+    # A variant against the paper's rule, paired by seed: the table issue 15 decides by.
+    against_staff = tables.split("Difference to STAFF (the paper's rule) (epochs protocol), "
+                                 "held-out response loss")[1].split("\n\n")[1]
+    assert [l.split(" | ")[0] for l in against_staff.splitlines()[2:]] == ["| STAFF (noverify)"]
 
     # --tables-only writes the same tables and CSV again from results.json, training nothing.
     from typer.testing import CliRunner
@@ -401,3 +405,40 @@ def test_shipped_bench_configs_load_and_every_method_resolves(path):
         assert run.selection.method == method.split(":")[0]
     for part in cfg.parts:
         assert set(part.methods) <= set(cfg.methods), (path.name, part.methods)
+
+
+def test_publish_copies_a_bench_and_fills_the_length_ratio_of_older_cells(
+        tmp_path, translation_files, tiny_model_dir):
+    # No training: a bench folder as an older commit left it (a decoded cell without
+    # length_ratio, its predictions on disk), published with this code's tables.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "publish", Path(__file__).resolve().parents[1] / "bench" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    config = powered_file(tmp_path, translation_files, tiny_model_dir)
+    bench = tmp_path / "running"
+    eval_dir = bench / "cells" / "staff-noverify" / "p0.75" / "s1" / "eval"
+    eval_dir.mkdir(parents=True)
+    (eval_dir / "predictions.jsonl").write_text("".join(json.dumps(
+        {"id": f"e{i}", "prediction": "a b c", "references": ["a b", "a b c d"],
+         "rouge_l": 50.0}) + "\n" for i in range(4)))
+    cell = {"method": "staff:noverify", "rate": 0.75, "seed": 1, "protocol": "epochs",
+            "loss": 2.0, "n_loss": 6, "rouge_l": 50.0, "bleu": 1.0, "n_eval": 4}
+    (bench / "results.json").write_text(json.dumps(
+        {"fingerprint": "x", "cells": {"staff:noverify/p0.75/s1": cell,
+                                       "random/p0.75/s1": dict(cell, method="random",
+                                                               rouge_l=40.0)},
+         "selection": {}, "per_example": {}, "runs": []}))
+    (bench / "bench.yaml").write_text("resolved: true\n")
+    dest = tmp_path / "published"
+    written = publish.publish(config, bench, dest)
+    assert [p.name for p in written] == ["results.json", "bench.yaml", "tables.md", "cells.csv"]
+    copied = json.loads((dest / "results.json").read_text())["cells"]
+    assert copied["staff:noverify/p0.75/s1"]["length_ratio"] == 1.0   # 3 words per 3
+    assert "length_ratio" not in copied["random/p0.75/s1"]            # no predictions there
+    assert "words generated per reference word" in (dest / "tables.md").read_text()
+    assert (dest / "bench.yaml").read_text() == "resolved: true\n"
+    # The source folder is only read.
+    assert "length_ratio" not in (bench / "results.json").read_text()

@@ -76,10 +76,12 @@ def cell_rows(results: dict, cfg, out_dir: Path | None = None) -> list[dict]:
     return rows
 
 
-def write_cells_csv(path: str | Path, results: dict, cfg) -> Path:
+def write_cells_csv(path: str | Path, results: dict, cfg, source: Path | None = None) -> Path:
+    """``path`` from the results store; ``source``: the bench folder whose selection runs name
+    N (default: the folder ``path`` is in)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(cell_rows(results, cfg, Path(path).parent))
+    writer.writerows(cell_rows(results, cfg, Path(source) if source else Path(path).parent))
     write_atomic(Path(path), buffer.getvalue())
     return Path(path)

@@ -226,20 +226,25 @@ class Grid:
     def write_tables(self) -> Path:
         """tables.md and cells.csv for the config's whole grid (cells not run yet print
         '–' in the tables and have no rows in the CSV)."""
-        c = self.cfg
-        cells = self.results["cells"].values()
-        configured = {m for part in c.grid_parts() for m in part.methods}
-        ran = {e["method"] for e in cells if e["method"] not in ("full", "untuned")}
-        methods = row_order(configured | ran)
-        rates = sorted({*c.all_rates(), *(e["rate"] for e in cells
-                                         if e["method"] not in ("full", "untuned"))})
-        seeds = sorted({*c.seeds, *(s for part in c.grid_parts() for s in part.seeds),
-                        *(e["seed"] for e in cells if e["seed"] is not None)})
-        path = self.out / "tables.md"
-        write_atomic(path, render(self.results, methods, rates, seeds, c.title,
-                                  stage1_seed=c.stage1_seed))
-        write_cells_csv(self.out / "cells.csv", self.results, c)
-        return path
+        return write_tables(self.results, self.cfg, self.out)
+
+
+def write_tables(results: dict, cfg: BenchConfig, out: Path, source: Path | None = None) -> Path:
+    """``out``/tables.md and ``out``/cells.csv from a results store; ``source``: the bench
+    folder the results came from (its selection runs name N), when ``out`` is a copy."""
+    cells = results["cells"].values()
+    configured = {m for part in cfg.grid_parts() for m in part.methods}
+    ran = {e["method"] for e in cells if e["method"] not in ("full", "untuned")}
+    methods = row_order(configured | ran)
+    rates = sorted({*cfg.all_rates(), *(e["rate"] for e in cells
+                                       if e["method"] not in ("full", "untuned"))})
+    seeds = sorted({*cfg.seeds, *(s for part in cfg.grid_parts() for s in part.seeds),
+                    *(e["seed"] for e in cells if e["seed"] is not None)})
+    path = Path(out) / "tables.md"
+    write_atomic(path, render(results, methods, rates, seeds, cfg.title,
+                              stage1_seed=cfg.stage1_seed))
+    write_cells_csv(Path(out) / "cells.csv", results, cfg, source)
+    return path
 
 
 def _waiting_lock(folder: Path):

@@ -57,14 +57,21 @@ def score_predictions(predictions: list[str], references: list[list[str]]) -> di
     'bleu_signature'}; per_sample_words: (words generated, mean words of the references)."""
     per_sample = rouge_l(predictions, references)
     bleu, signature = bleu4(predictions, references)
+    words, ratio = length_ratio(predictions, references)
+    return {"rouge_l": sum(per_sample) / len(per_sample), "bleu": bleu, "length_ratio": ratio,
+            "n": len(predictions), "per_sample_rouge_l": per_sample, "per_sample_words": words,
+            "bleu_signature": signature}
+
+
+def length_ratio(predictions: list[str], references: list[list[str]]
+                 ) -> tuple[list[tuple[int, float]], float]:
+    """Per sample (words generated, mean words of its references), and words generated per
+    reference word over the set (NaN when the references have no words)."""
     words = [(len(p.split()), sum(len(r.split()) for r in refs) / len(refs))
              for p, refs in zip(predictions, references)]
     reference_words = sum(r for _, r in words)
-    return {"rouge_l": sum(per_sample) / len(per_sample), "bleu": bleu,
-            "length_ratio": sum(g for g, _ in words) / reference_words if reference_words
-            else float("nan"),
-            "n": len(predictions), "per_sample_rouge_l": per_sample, "per_sample_words": words,
-            "bleu_signature": signature}
+    ratio = sum(g for g, _ in words) / reference_words if reference_words else float("nan")
+    return words, ratio
 
 
 def _check(predictions: list[str], references: list[list[str]]) -> None:
