@@ -108,6 +108,20 @@ def test_cli_select_and_pick(tmp_path, alpaca_file, tiny_model_dir, tiny_target_
     res = runner.invoke(app, ["pick", "-c", str(cfg_path), "-q", "-p", "0.75"])
     assert res.exit_code == 0, res.output
     assert "coreset of 10 / 40 samples" in res.output
+    # Each coreset's response length against the data's, as scores.csv and ids.txt give it.
+    import re
+
+    import pandas as pd
+
+    run = tmp_path / "run"
+    scores = pd.read_csv(run / "scores.csv", dtype={"id": str}).set_index("id")
+    ids = (run / "selections" / "p0.75" / "ids.txt").read_text().split()
+    ratio = scores.loc[ids, "n_response_tokens"].mean() / scores["n_response_tokens"].mean()
+    shown = re.search(r"responses (\d\.\d\d)x the data's length \(a random draw: "
+                      r"(\d\.\d\d)-(\d\.\d\d)x\)", res.output)
+    assert shown, res.output
+    assert float(shown.group(1)) == pytest.approx(ratio, abs=0.006)
+    assert float(shown.group(2)) < 1.0 < float(shown.group(3))
 
 
 def test_cli_stage_before_prerequisites_is_a_clear_error(tmp_path, alpaca_file, tiny_model_dir):

@@ -11,6 +11,25 @@ from .common import (ConfigOpt, DataOpt, DebugOpt, MethodOpt, OutOpt, QuietOpt, 
                      _setup_logging, app)
 
 
+def _length_line(scores, ids) -> str:
+    """How long the coreset's responses are against the data's and a random draw's: effort
+    favours short responses, and a model tuned on them answers shorter (BENCHMARKS.md)."""
+    import numpy as np
+
+    from ..report.numbers import random_mean_range
+
+    if "n_response_tokens" not in scores or len(scores) < 2:
+        return ""
+    tokens = scores["n_response_tokens"].to_numpy(dtype=float)
+    kept = scores.set_index(scores["id"].astype(str)).reindex(ids)["n_response_tokens"].dropna()
+    if kept.empty or np.ptp(tokens) == 0:
+        return ""
+    low, high = random_mean_range(tokens, len(kept))
+    mean = tokens.mean()
+    return (f"           responses {kept.mean() / mean:.2f}x the data's length "
+            f"(a random draw: {low / mean:.2f}-{high / mean:.2f}x)")
+
+
 def _print_result(result) -> None:
     if not _is_main_process():
         return
@@ -24,6 +43,9 @@ def _print_result(result) -> None:
         folder = selections_dir(result.run_dir, result.method) / rate_dir(p)
         typer.echo(f"  p = {p:.2f}: coreset of {len(ids)} / {n} samples -> "
                    f"{folder}/{CORESET}")
+        line = _length_line(result.scores, ids)
+        if line:
+            typer.echo(line)
     if result.report is not None and result.report.is_file():
         typer.echo(f"  report: {result.report}")
     ran = {k: v for k, v in result.timings.items() if k not in result.cached}

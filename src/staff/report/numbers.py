@@ -178,29 +178,35 @@ def decile_composition(run: Run, score: str = "effort") -> pd.DataFrame | None:
     return table
 
 
+def random_mean_range(values: np.ndarray, m: int) -> tuple[float, float]:
+    """Where 95% of uniform random draws of m of ``values`` (without replacement) put their
+    mean: normal approximation with the finite-population correction."""
+    n = len(values)
+    spread = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    half = 1.96 * spread / np.sqrt(m) * np.sqrt(max(n - m, 0) / max(n - 1, 1))
+    mean = float(np.mean(values))
+    return mean - half, mean + half
+
+
 def response_lengths(run: Run) -> pd.DataFrame | None:
     """Per coreset: its mean response length (tokens, from scores.csv), the full data's, their
     ratio, and the range in which 95% of uniform random draws of the same size put that mean
-    (normal approximation with the finite-population correction: sd = s / sqrt(m) *
-    sqrt((N - m) / (N - 1))). None without lengths, or when every response has one length."""
+    (``random_mean_range``). None without lengths, or when every response has one length."""
     column = "n_response_tokens"
     if column not in run.scores.columns or run.scores.empty:
         return None
     tokens = run.scores[column].to_numpy(dtype=float)
-    of = dict(zip(run.scores["id"].astype(str), tokens))
-    n, mean = len(tokens), float(tokens.mean())
-    spread = float(tokens.std(ddof=1)) if n > 1 else 0.0
-    if spread == 0.0:
+    if len(tokens) < 2 or np.ptp(tokens) == 0:
         return None
+    of = dict(zip(run.scores["id"].astype(str), tokens))
+    mean = float(tokens.mean())
     rows = []
     for rate in run.rates:
         kept = np.array([of[i] for i in rate.ids if i in of])
         if kept.size == 0:
             continue
-        m = kept.size
-        half = 1.96 * spread / np.sqrt(m) * np.sqrt(max(n - m, 0) / max(n - 1, 1))
-        rows.append({"pruning rate": f"{rate.pruning_rate:.2f}", "coreset m": m,
+        rows.append({"pruning rate": f"{rate.pruning_rate:.2f}", "coreset m": kept.size,
                      "mean response tokens": float(kept.mean()), "full data's": mean,
                      "ratio": float(kept.mean()) / mean,
-                     "random draw's 95% range": (mean - half, mean + half)})
+                     "random draw's 95% range": random_mean_range(tokens, kept.size)})
     return pd.DataFrame(rows) if rows else None
