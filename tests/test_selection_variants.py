@@ -172,3 +172,5 @@ def test_length_strata_split_m_by_stratum_size_and_leave_the_paper_rule_at_zero(
     zero = StaffSelector(verify, regions=5, verify_per_region=3,
                          length_strata=0).select(data, 10, seed=1)
     assert np.array_equal(plain, zero)
+    with pytest.raises(ValueError, match="length_strata == 1, must be 0"):
+        StaffSelector(verify, length_strata=1)

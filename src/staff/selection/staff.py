@@ -14,7 +14,9 @@
    coreset has exactly m = floor(N(1-p)) samples and the leftover still follows the target.
 
 Steps 1-3 are in ``regions.py`` (shared with CCS) and ``verification.py``; this module holds the
-budget (4), the fill (5) and ``StaffSelector``, which runs the five in order.
+budget (4), the fill (5) and ``StaffSelector``, which runs the five in order. A variant beyond
+the paper (``length_strata``) runs 4-5 inside equal-count response-length strata, each with
+its share of m, so the coreset keeps the data's response lengths.
 """
 
 from __future__ import annotations
@@ -167,6 +169,8 @@ class StaffSelector:
         self.region_clip = region_clip
         self.verify_scale = verify_scale
         self.length_adjust = length_adjust
+        if length_strata < 0 or length_strata == 1:
+            raise ValueError(f"length_strata == {length_strata}, must be 0 (off) or >= 2.")
         self.length_strata = length_strata
         self.fill = fill
         self.boundary = boundary
