@@ -411,12 +411,9 @@ def test_publish_copies_a_bench_and_fills_the_length_ratio_of_older_cells(
         tmp_path, translation_files, tiny_model_dir):
     # No training: a bench folder as an older commit left it (a decoded cell without
     # length_ratio, its predictions on disk), published with this code's tables.
-    import importlib.util
+    from conftest import load_bench_script
 
-    spec = importlib.util.spec_from_file_location(
-        "publish", Path(__file__).resolve().parents[1] / "bench" / "publish.py")
-    publish = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(publish)
+    publish = load_bench_script("publish")
     config = powered_file(tmp_path, translation_files, tiny_model_dir)
     bench = tmp_path / "running"
     eval_dir = bench / "cells" / "staff-noverify" / "p0.75" / "s1" / "eval"

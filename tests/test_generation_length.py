@@ -3,20 +3,16 @@ predictions whose answer is known."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_bench_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "generation_length.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("generation_length", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("generation_length")
 
 
 def write_cell(bench: Path, method: str, seed: int, generated: list[int], reference: int,

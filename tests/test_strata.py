@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_bench_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "strata.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("strata", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("strata")
 
 
 def test_a_gain_on_short_references_and_a_loss_on_long_ones_are_told_apart(tmp_path):
