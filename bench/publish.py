@@ -12,6 +12,11 @@ bench's folder. N comes from BENCH_DIR's selection runs. A decoded cell evaluate
 evaluations recorded ``length_ratio`` gets it in the copy, computed from its predictions in
 BENCH_DIR (the same formula, ``staff.evaluation.metrics.length_ratio``). Files appear
 atomically.
+
+So that a bench outlives the machine it ran on, the copy also keeps what another machine needs
+to go on (``staff.bench.archive``; the bench config's ``resume_from`` names DEST): the cells of
+DEST's results.json that BENCH_DIR lacks are kept (same settings; BENCH_DIR's win), and every
+selection run folder goes to DEST/select/ without weights, embeddings or the coresets' rows.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from staff.bench import load_bench_config  # noqa: E402
+from staff.bench.archive import archive_selections, merge_results  # noqa: E402
 from staff.bench.grid import write_tables  # noqa: E402
 from staff.evaluation.metrics import length_ratio  # noqa: E402
 from staff.runs.folder import write_atomic, write_json  # noqa: E402
@@ -70,10 +76,16 @@ def publish(config: Path, bench_dir: Path, dest: Path) -> list[Path]:
     results = json.loads(text)   # read once: a running bench may rewrite the file meanwhile
     cfg = load_bench_config(config)
     backfill_length_ratio(results, bench_dir)
+    try:  # cells published from another machine's run of this bench stay
+        results = merge_results(json.loads((dest / "results.json").read_text(encoding="utf-8")),
+                                results)
+    except (OSError, ValueError):
+        pass
     write_json(dest / "results.json", results)
     write_atomic(dest / "bench.yaml", config_path.read_text(encoding="utf-8"))
     tables = write_tables(results, cfg, dest, source=bench_dir)
-    return [dest / "results.json", dest / "bench.yaml", tables, dest / "cells.csv"]
+    runs = archive_selections(bench_dir, dest)
+    return [dest / "results.json", dest / "bench.yaml", tables, dest / "cells.csv", *runs]
 
 
 def main(argv=None) -> None:

@@ -64,6 +64,7 @@ class Pipeline:
         check_sizes(ctx.n_samples, self.cfg.selection)
         first = next((i for i, s in enumerate(names)
                       if s in force or not self.run.is_done(s, fps[s])), len(names))
+        first = self._first_with_inputs(first)
         ctx.check_models(names[first:])
         # Every option is checked by now: only from here on is the run folder touched.
         if ctx.is_main:
@@ -71,6 +72,23 @@ class Pipeline:
             with self.run.lock():
                 return self._run_stages(first, fps)
         return self._run_stages(first, fps)  # under accelerate: only the main process locks
+
+    def _first_with_inputs(self, first: int) -> int:
+        """The first stage to run, moved back to the stage that makes an input a later stage
+        needs when that input is gone: a run folder restored from a bench archive keeps no
+        adapter, so a score redone there needs train-small redone first."""
+        made_by = {out: i for i, stage in enumerate(self._stages) for out in stage.outputs}
+        while True:
+            missing = next(((stage, name) for stage in self._stages[first:]
+                            for name in stage.inputs
+                            if made_by.get(name, first) < first
+                            and not (self.run / name).exists()), None)
+            if missing is None:
+                return first
+            stage, name = missing
+            first = made_by[name]
+            log.info("stage %s needs %s, which this run folder lacks: redoing stage %s",
+                     stage.name, name, self.stages[first])
 
     def _run_stages(self, first: int, fps: dict[str, str]) -> SelectionResult:
         ctx, acc, names = self.ctx, self.ctx.accelerator, self.stages

@@ -102,6 +102,11 @@ class BenchConfig:
                                   "evaluation protocol (e.g. one that differs only in "
                                   "select.small): its untuned and full-data cells are reused, "
                                   "not recomputed.")
+    resume_from: str = _f("", "A published copy of this bench (bench/publish.py's DEST: "
+                              "results.json and select/): on a machine without the bench "
+                              "folder, its selection runs (no weights) are restored and its "
+                              "recorded cells count as done, where their inputs match "
+                              "(staff.bench.archive).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.select, RunConfig):

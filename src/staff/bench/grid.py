@@ -15,6 +15,8 @@ Layout of ``output_dir`` (everything cached; a stopped run resumes where it stop
   cells/<method>/p0.90/s<seed>/ the same for one coreset
   results.json                  every finished cell and selection run (the tables' source;
                                 ``results.py`` reads, merges and writes it)
+  (``resume_from``: a published copy, ``archive.py``, restores selection runs and cells that
+  another machine finished)
   tables.md                     Tables 1a (ROUGE-L), 1b (BLEU-4) and 2 (selection overhead)
 
 A cell whose adapter and metrics exist with the same inputs (fingerprints over the config, the
@@ -32,7 +34,8 @@ import yaml
 
 from ..config import ConfigError
 from ..runs.folder import RunFolder, write_atomic
-from ..runs.layout import EVAL_DIR, rate_dir
+from ..runs.layout import EVAL_DIR, HELD_OUT_LOSS, METRICS, rate_dir
+from .archive import SELECT, restore_results, restore_selection
 from .cells_csv import write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
                      check_seeds, row_order)
@@ -63,6 +66,8 @@ class Grid:
         self.show_progress = show_progress
         self.train_eval = TrainEval(cfg.train_eval(), show_progress=show_progress)
         self.results_path = self.out / "results.json"
+        if cfg.resume_from:  # cells measured on another machine (published) count as done
+            restore_results(Path(cfg.resume_from), self.results_path, bench_fingerprint(cfg))
         self.results = load_results(self.results_path, bench_fingerprint(cfg))
         self._recorded = {"cells": set(), "per_example": set(), "selection": set()}
 
@@ -174,6 +179,9 @@ class Grid:
         # Another bench process (--parts, one per GPU) may be running this very selection:
         # wait for it, then find the stages done.
         with _waiting_lock(Path(run_cfg.output_dir)):
+            if self.cfg.resume_from:
+                restore_selection(Path(self.cfg.resume_from) / SELECT, self.out / SELECT,
+                                  Path(run_cfg.output_dir))
             adopt_shared_stages(run_cfg, sorted(donors))
             result = select(run_cfg, show_progress=self.show_progress)
         stages = RunFolder(result.run_dir).state["stages"]
@@ -188,6 +196,8 @@ class Grid:
 
     def _untuned(self, folder: Path) -> None:
         te = self.train_eval
+        if self._restored("untuned", None, decode=True, folder=folder):
+            return
         with _waiting_lock(folder):
             loss, metrics = te.held_out_loss(folder), te.evaluate(folder)
         self._record("untuned", None, None, "epochs", None, loss, metrics, folder)
@@ -202,12 +212,33 @@ class Grid:
         te = self.train_eval
         # The steps protocol: exactly the full-data cell's optimiser steps, over the coreset.
         steps = te.planned_steps() if protocol == "steps" and ids is not None else None
+        key = cell_key(method, rate, seed, protocol)
+        if self.cfg.resume_from and self._restored(
+                key, te.finetune_fingerprint(te.subset(ids), seed, steps), decode,
+                folder / EVAL_DIR):
+            return
         tuned = te.finetune(folder, ids, seed, steps=steps)
         loss = te.held_out_loss(folder / EVAL_DIR, tuned.adapter_dir, tuned.model)
         metrics = (te.evaluate(folder / EVAL_DIR, tuned.adapter_dir, tuned.model) if decode
                    else None)
         tuned.model = None  # free the tuned model before the next cell
         self._record(method, rate, seed, protocol, tuned.info, loss, metrics, folder / EVAL_DIR)
+
+    def _restored(self, key: str, train_fp: str | None, decode: bool, folder: Path) -> bool:
+        """Whether the cell ``key`` was measured on another machine and restored from
+        ``resume_from`` (this machine has no evaluation of it): the same fine-tuning (its
+        fingerprint; the bench fingerprint covers the evaluation) and, if decoded here, decoded
+        there. Such a cell is not redone."""
+        entry = self.results["cells"].get(key)
+        if not self.cfg.resume_from or not entry or (folder / METRICS).is_file() or (
+                folder / HELD_OUT_LOSS).is_file():
+            return False
+        if train_fp is not None and entry.get("train_fingerprint") != train_fp:
+            return False
+        if decode and entry.get("rouge_l") is None:
+            return False
+        log.info("%s: recorded in %s (same inputs), not redone", key, self.cfg.resume_from)
+        return True
 
     def _record(self, method, rate, seed, protocol: str, train_info: dict | None, loss: dict,
                 metrics: dict | None, eval_dir: Path) -> None:

@@ -102,6 +102,8 @@ def cell_entry(method, rate, seed, protocol: str, train_info: dict | None, loss:
              "eval_seconds": metrics.get("seconds") if metrics else old.get("eval_seconds")}
     if train_info:
         entry.update(n_train=train_info["samples"], steps=train_info.get("steps"),
+                     # what a machine without the cell checks before taking it as done
+                     train_fingerprint=train_info.get("fingerprint"),
                      finetune_seconds=train_info.get("seconds"),
                      final_loss=train_info.get("final_loss"))
     return entry

@@ -56,7 +56,11 @@ def adopt_shared_stages(run_cfg: RunConfig, donors: list[Path]) -> list[str]:
         donor, theirs = found
         mine.run.create()
         for source, target in zip(OUTPUTS[theirs], OUTPUTS[stage]):
-            _copy(donor / source, mine.run / target)
+            # A donor restored from a bench archive has no adapter: the stage still counts as
+            # done (its scores are what the later stages read); should a later stage need
+            # the adapter, the pipeline redoes the fine-tuning (Pipeline._first_with_inputs).
+            if (donor / source).exists():
+                _copy(donor / source, mine.run / target)
         seconds = donor.state["stages"][theirs]["seconds"]
         mine.run.mark_done(stage, fps[stage], seconds,
                            adopted_from=f"{donor.path} ({theirs})")

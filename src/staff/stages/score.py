@@ -18,6 +18,7 @@ from .context import RunContext
 
 class Score(Stage):
     name = "score"
+    inputs = (adapter_dir("small"),)  # read only when the run has train-small
     outputs = (SCORES,)
 
     def fingerprint(self, ctx: RunContext, fps: dict[str, str]) -> str:
@@ -75,6 +76,7 @@ class ScoreTarget(Score):
     baselines in one folder share it, as they share the fine-tuned target in the paper)."""
 
     name = "score-target"
+    inputs = (adapter_dir("target"),)
     outputs = (TARGET_SCORES, TARGET_EMBEDDINGS)
 
     def fingerprint(self, ctx: RunContext, fps: dict[str, str]) -> str:

@@ -1,0 +1,132 @@
+"""Carry a bench from one machine to the next: its selection runs (without weights) and its
+recorded cells, kept in the repository beside the tables.
+
+A bench on a CPU outlives a machine: stage 1 alone (fine-tune and score the full data) takes
+hours there, and a machine that is handed back takes the bench folder with it. What the later
+stages need of stage 1 is small: the effort scores (scores.csv, a few hundred kB), not the
+fine-tuned adapter. ``bench/publish.py`` therefore keeps, beside results.json,
+
+  select/<folder>/s<seed>/    each selection run folder minus what is large or is data:
+                              adapters, score shards and checkpoints, embeddings (.npy),
+                              the coresets' rows (coreset.jsonl: the dataset's text), reports
+
+and a bench whose ``resume_from`` names that folder
+
+- restores a selection run folder it does not have yet (the stages recorded in its state.json
+  then count as done, with their fingerprints: a changed option still redoes what it changes,
+  and a stage whose input was not kept, e.g. the adapter that a redone score would read, is
+  redone too; see ``Pipeline``),
+- and adds to its results.json the recorded cells it lacks (same bench fingerprint), so that
+  a cell measured on another machine is not trained again: a cell is skipped when its entry
+  records the fingerprint of the same fine-tuning (config, coreset, seed) and, where the part
+  decodes, its ROUGE-L.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from ..runs.folder import write_dir_atomic, write_json
+from ..runs.layout import CORESET, SCRATCH, STATE, TARGET_EMBEDDINGS
+
+log = logging.getLogger(__name__)
+
+SELECT = "select"          # in a bench folder and in its archive: the selection run folders
+RESULTS = "results.json"
+
+
+def _kept(path: Path) -> bool:
+    """Whether the archive keeps this entry of a selection run folder."""
+    name = path.name
+    if path.is_dir():
+        return not (name.endswith("_adapter") or name in SCRATCH.values()
+                    or name.startswith("."))
+    return not (name in (CORESET, TARGET_EMBEDDINGS) or name.endswith((".npy", ".lock", ".html"))
+                or name.startswith("."))
+
+
+def _copy_kept(source: Path, target: Path) -> None:
+    for entry in sorted(source.iterdir()):
+        if not _kept(entry):
+            continue
+        if entry.is_dir():
+            (target / entry.name).mkdir()
+            _copy_kept(entry, target / entry.name)
+        else:
+            shutil.copy2(entry, target / entry.name)
+
+
+def selection_runs(bench_dir: Path) -> list[Path]:
+    """The selection run folders of a bench (or of an archive), by their state.json."""
+    return sorted(p.parent for p in Path(bench_dir).glob(f"{SELECT}/*/s*/{STATE}"))
+
+
+def archive_selections(bench_dir: Path, dest: Path) -> list[Path]:
+    """Copy every selection run folder of ``bench_dir`` into ``dest/select/`` without what
+    ``_kept`` leaves out; each folder appears whole or not at all. Returns the copies."""
+    copies = []
+    for run in selection_runs(bench_dir):
+        rel = run.relative_to(bench_dir)
+        write_dir_atomic(Path(dest) / rel, lambda d, run=run: _copy_kept(run, d))
+        copies.append(Path(dest) / rel)
+    return copies
+
+
+def restore_selection(archive: Path, bench_dir: Path, run_dir: Path) -> bool:
+    """Copy the archived copy of ``run_dir`` (a folder under ``bench_dir/select``) into place
+    when ``run_dir`` has no state.json yet; True when it did."""
+    run_dir = Path(run_dir)
+    source = Path(archive) / run_dir.relative_to(bench_dir)
+    if (run_dir / STATE).is_file() or not (source / STATE).is_file():
+        return False
+    write_dir_atomic(run_dir, lambda d: shutil.copytree(source, d, dirs_exist_ok=True))
+    log.info("selection run %s: restored from %s (stages as recorded there; no weights)",
+             run_dir, source)
+    return True
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """``new`` with the cells, per-example rows and selection runs of ``old`` that it lacks,
+    when both were made with the same settings (fingerprint); else ``new`` unchanged."""
+    if not old or old.get("fingerprint") != new.get("fingerprint"):
+        return new
+    merged = dict(new)
+    for key in ("cells", "per_example", "selection"):
+        merged[key] = {**old.get(key, {}), **new.get(key, {})}
+    runs = new.get("runs", [])
+    merged["runs"] = [r for r in old.get("runs", []) if r not in runs] + runs
+    return merged
+
+
+def restore_results(archive: Path, results_path: Path, fp: str) -> int:
+    """Add to ``results_path`` (under its lock) the entries of the archive's results.json that
+    it lacks, if that was made with the fingerprint ``fp``; returns how many cells were added."""
+    from filelock import FileLock
+
+    try:
+        old = json.loads((Path(archive) / RESULTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    if old.get("fingerprint") != fp:
+        log.warning("resume_from: %s was made with other settings; nothing restored",
+                    Path(archive) / RESULTS)
+        return 0
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(results_path) + ".lock"):
+        try:
+            disk = json.loads(results_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            disk = {}
+        if disk and disk.get("fingerprint") != fp:
+            return 0  # the grid starts this store afresh; it does not mix settings
+        disk = disk or {"fingerprint": fp, "cells": {}, "per_example": {}, "selection": {},
+                        "runs": []}
+        added = len(set(old.get("cells", {})) - set(disk.get("cells", {})))
+        if added or set(old.get("selection", {})) - set(disk.get("selection", {})):
+            write_json(results_path, merge_results(old, disk))
+    if added:
+        log.info("resume_from: %d recorded cells taken from %s", added, archive)
+    return added

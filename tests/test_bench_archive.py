@@ -1,0 +1,128 @@
+"""A bench carried from one machine to the next (staff.bench.archive, bench/publish.py,
+``resume_from``), on the tiny random Llama of conftest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+
+from conftest import load_bench_script
+from test_bench import bench_file, translation_files  # noqa: F401 - a fixture
+
+
+def _count_finetuning(monkeypatch) -> list[int]:
+    """The number of samples of every LoRA fine-tuning from now on."""
+    import staff.training.lora as lora_module
+
+    calls = []
+    real = lora_module.finetune_lora
+    monkeypatch.setattr(lora_module, "finetune_lora",
+                        lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    return calls
+
+
+def _bench(folder, files, model_dir, seeds, **extra):
+    path = bench_file(folder, files, model_dir, methods=("staff", "random"), rates=(0.5,))
+    tree = yaml.safe_load(path.read_text())
+    tree.update(seeds=list(seeds), stage1_seed=0, full_seeds=[0], **extra)
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_a_published_bench_resumes_on_a_machine_without_its_folder(
+        tmp_path, translation_files, tiny_model_dir, monkeypatch):
+    from staff.bench import Grid, load_bench_config
+
+    publish = load_bench_script("publish")
+    first, repo = tmp_path / "machine-a", tmp_path / "repo" / "results"
+    first.mkdir()
+    config = _bench(first, translation_files, tiny_model_dir, seeds=(0, 1))
+    measured = Grid(load_bench_config(config), show_progress=False).run()
+    publish.publish(config, first / "bench", repo)
+
+    # The archive: every selection run, with its scores and state but no weights or data rows.
+    runs = sorted(p.relative_to(repo).as_posix() for p in (repo / "select").glob("*/s*"))
+    assert runs == ["select/random/s0", "select/random/s1", "select/staff/s0", "select/staff/s1"]
+    assert (repo / "select/staff/s0/scores.csv").is_file()
+    assert (repo / "select/staff/s1/verification.csv").is_file()
+    assert (repo / "select/staff/s0/selections/p0.50/ids.txt").is_file()
+    kept = [p.name for p in repo.rglob("*")]
+    assert "small_adapter" not in kept and "coreset.jsonl" not in kept
+    assert (first / "bench/select/staff/s0/small_adapter").is_dir()  # the source is untouched
+
+    # Machine B: no bench folder; the same config with resume_from. Nothing is trained again.
+    second = tmp_path / "machine-b"
+    second.mkdir()
+    config_b = _bench(second, translation_files, tiny_model_dir, seeds=(0, 1),
+                      resume_from=str(repo))
+    calls = _count_finetuning(monkeypatch)
+    again = Grid(load_bench_config(config_b), show_progress=False).run()
+    assert calls == []
+    assert {k: v["loss"] for k, v in again["cells"].items()} == {
+        k: v["loss"] for k, v in measured["cells"].items()}
+    assert not (second / "bench" / "cells").exists() or not any(
+        (second / "bench" / "cells").rglob("adapter"))
+
+    # A third seed there: its stage 1 comes from the restored seed 0 (no weights needed), so
+    # only its two coresets are fine-tuned, not the full data.
+    config_b = _bench(second, translation_files, tiny_model_dir, seeds=(0, 1, 2),
+                      resume_from=str(repo))
+    again = Grid(load_bench_config(config_b), show_progress=False).run()
+    assert sorted(calls) == [20, 20]
+    state = json.loads((second / "bench/select/staff/s2/state.json").read_text())
+    assert state["stages"]["score"]["adopted_from"].endswith("staff/s0 (score)")
+    assert not (second / "bench/select/staff/s2/small_adapter").exists()
+    assert {"staff/p0.50/s2", "random/p0.50/s2", "staff/p0.50/s0"} <= set(again["cells"])
+
+    # Publishing machine B's folder keeps what only the repository had, and adds seed 2.
+    publish.publish(config_b, second / "bench", repo)
+    cells = json.loads((repo / "results.json").read_text())["cells"]
+    assert {"staff/p0.50/s1", "staff/p0.50/s2", "full/s0", "untuned"} <= set(cells)
+    assert (repo / "select/staff/s2/verification.csv").is_file()
+
+
+def test_a_recorded_cell_of_other_inputs_is_trained_again(tmp_path, translation_files,
+                                                          tiny_model_dir, monkeypatch):
+    from staff.bench import Grid, load_bench_config
+
+    publish = load_bench_script("publish")
+    first, repo = tmp_path / "a", tmp_path / "repo"
+    first.mkdir()
+    config = _bench(first, translation_files, tiny_model_dir, seeds=(0,))
+    Grid(load_bench_config(config), show_progress=False).run()
+    publish.publish(config, first / "bench", repo)
+    stored = json.loads((repo / "results.json").read_text())
+    stored["cells"]["random/p0.50/s0"]["train_fingerprint"] = "0" * 16  # made another way
+    (repo / "results.json").write_text(json.dumps(stored))
+
+    second = tmp_path / "b"
+    second.mkdir()
+    calls = _count_finetuning(monkeypatch)
+    Grid(load_bench_config(_bench(second, translation_files, tiny_model_dir, seeds=(0,),
+                                  resume_from=str(repo))), show_progress=False).run()
+    assert calls == [20]  # that cell only
+
+
+def test_a_restored_run_redoes_the_fine_tuning_a_redone_score_needs(tmp_path, translation_files,
+                                                                     tiny_model_dir, monkeypatch):
+    """A run folder without its adapter (as an archive keeps it): a changed scoring option
+    redoes score, which reads the adapter, so train-small is redone first instead of failing."""
+    from staff.bench import load_bench_config
+    from staff.pipeline import select
+
+    cfg = load_bench_config(_bench(tmp_path, translation_files, tiny_model_dir, seeds=(0,)))
+    run_cfg = cfg.selection_config("staff", 0, [0.5])
+    first = select(run_cfg, show_progress=False)
+    shutil.rmtree(first.run_dir / "small_adapter")
+    calls = _count_finetuning(monkeypatch)
+    same = select(run_cfg, show_progress=False)  # nothing to redo: the adapter is not needed
+    assert calls == [] and same.ids == first.ids
+
+    import dataclasses
+    rescored = dataclasses.replace(run_cfg, scoring=dataclasses.replace(run_cfg.scoring,
+                                                                        batch_size=4))
+    again = select(rescored, show_progress=False)
+    assert calls == [40]
+    assert (again.run_dir / "small_adapter").is_dir()
