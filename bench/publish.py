@@ -77,10 +77,13 @@ def publish(config: Path, bench_dir: Path, dest: Path) -> list[Path]:
     cfg = load_bench_config(config)
     backfill_length_ratio(results, bench_dir)
     try:  # cells published from another machine's run of this bench stay
-        results = merge_results(json.loads((dest / "results.json").read_text(encoding="utf-8")),
-                                results)
+        old = json.loads((dest / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        pass
+        old = {}
+    if old and old.get("fingerprint") != results.get("fingerprint"):
+        print(f"{dest / 'results.json'} was made with other settings: replaced, not merged "
+              "(git history keeps it)", file=sys.stderr)
+    results = merge_results(old, results)
     write_json(dest / "results.json", results)
     write_atomic(dest / "bench.yaml", config_path.read_text(encoding="utf-8"))
     tables = write_tables(results, cfg, dest, source=bench_dir)
