@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "summary.py"
+from conftest import load_bench_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_summary", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("summary")
 
 
 def cell(method, rate, seed, loss):

@@ -3,7 +3,6 @@ scores imply."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "effort_analysis.py"
+from conftest import load_bench_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("effort_analysis", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("effort_analysis")
 
 
 def make_run(folder: Path, n=400, seed=0):

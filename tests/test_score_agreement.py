@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,14 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "score_agreement.py"
+from conftest import load_bench_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("score_agreement", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("score_agreement")
 
 
 def write_run(folder: Path, ids, effort) -> Path:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,16 +12,13 @@ import pytest
 from staff.config import load_config
 from staff.pipeline import Pipeline
 from staff.runs.layout import SCORES, adapter_dir
-from test_pipeline import tiny_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "score_checkpoint.py"
+from conftest import load_bench_script
+from test_pipeline import tiny_config
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("score_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("score_checkpoint")
 
 
 def test_the_runs_own_adapter_gives_its_scores_and_the_probe_is_early_stops(
