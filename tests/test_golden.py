@@ -7,6 +7,12 @@ The data is the embedded demo (its fingerprint has no temp path in it) with the 
 selection settings (240 rows, p = 0.5/0.7/0.9, K = 10, b_v = 4); the models are the tiny random
 ones of conftest, not the demo's SmolLM2 / Gemma (minutes on a CPU).
 
+Scores are floats from float32 models: another CPU (its vector unit picks other kernels) or
+another torch/transformers release changes their last digits (seen on 2026-12-03: relative
+differences of 2e-7), and D2's message passing over a k-NN graph turns such differences into
+a different pick for a sample or two. So floats are compared to a relative 1e-5, D2's coresets
+by overlap (>= 90% of the ids), and everything else exactly: ids, counts, budgets, columns.
+
 Regenerate, only when a change of output is intended: STAFF_REGOLDEN=1 pytest tests/test_golden.py
 """
 
@@ -104,8 +110,45 @@ def test_golden_files_unchanged(golden_run):
     expected = sorted(str(p.relative_to(GOLDEN)) for p in GOLDEN.rglob("*")
                       if p.is_file() and p.name != "fingerprints.json")
     assert sorted(produced) == expected
-    changed = [name for name in expected if (GOLDEN / name).read_bytes() != produced[name]]
+    changed = [name for name in expected
+               if not _same(name, (GOLDEN / name).read_bytes(), produced[name])]
     assert not changed, f"files differ from tests/golden: {changed}"
+
+
+# D2's coresets: the share of ids that must agree (float-level differences move a few).
+D2_OVERLAP = 0.9
+
+
+def _same(name: str, golden: bytes, produced: bytes) -> bool:
+    """Whether a produced file matches its golden copy up to float rounding (module doc)."""
+    if golden == produced:
+        return True
+    if name.endswith(".csv"):
+        import io
+
+        import numpy as np
+        import pandas as pd
+
+        a, b = (pd.read_csv(io.BytesIO(x), dtype={"id": str}) for x in (golden, produced))
+        if list(a.columns) != list(b.columns) or a.shape != b.shape:
+            return False
+        for column in a.columns:
+            x, y = a[column], b[column]
+            if x.dtype.kind == "f" or y.dtype.kind == "f":
+                if not np.allclose(x.to_numpy(float), y.to_numpy(float), rtol=1e-5, atol=1e-7,
+                                   equal_nan=True):
+                    return False
+            elif not x.equals(y):
+                return False
+        return True
+    if name.startswith("selections/d2/") and name.endswith("ids.txt"):
+        a, b = golden.decode().split(), produced.decode().split()
+        return len(a) == len(b) and len(set(a) & set(b)) >= D2_OVERLAP * len(a)
+    if name == "coresets.sha256":  # D2's rows follow its ids, compared above
+        def others(data: bytes) -> list[str]:
+            return [line for line in data.decode().splitlines() if "selections/d2/" not in line]
+        return others(golden) == others(produced)
+    return False
 
 
 def test_golden_fingerprints_unchanged(golden_run):
