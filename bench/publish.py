@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from staff.bench import load_bench_config  # noqa: E402
-from staff.bench.archive import archive_selections, merge_results  # noqa: E402
+from staff.bench.archive import archive_selections  # noqa: E402
+from staff.bench.results import merge_results, read_store  # noqa: E402
 from staff.bench.grid import write_tables  # noqa: E402
 from staff.evaluation.metrics import length_ratio  # noqa: E402
 from staff.runs.folder import write_atomic, write_json  # noqa: E402
@@ -76,10 +77,7 @@ def publish(config: Path, bench_dir: Path, dest: Path) -> list[Path]:
     results = json.loads(text)   # read once: a running bench may rewrite the file meanwhile
     cfg = load_bench_config(config)
     backfill_length_ratio(results, bench_dir)
-    try:  # cells published from another machine's run of this bench stay
-        old = json.loads((dest / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        old = {}
+    old = read_store(dest / "results.json")  # cells published from another machine stay
     if old and old.get("fingerprint") != results.get("fingerprint"):
         print(f"{dest / 'results.json'} was made with other settings: replaced, not merged "
               "(git history keeps it)", file=sys.stderr)

@@ -24,13 +24,13 @@ and a bench whose ``resume_from`` names that folder
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 from ..runs.folder import write_dir_atomic, write_json
 from ..runs.layout import CORESET, SCRATCH, STATE, TARGET_EMBEDDINGS
+from .results import merge_results, read_store
 
 log = logging.getLogger(__name__)
 
@@ -88,27 +88,13 @@ def restore_selection(archive: Path, bench_dir: Path, run_dir: Path) -> bool:
     return True
 
 
-def merge_results(old: dict, new: dict) -> dict:
-    """``new`` with the cells, per-example rows and selection runs of ``old`` that it lacks,
-    when both were made with the same settings (fingerprint); else ``new`` unchanged."""
-    if not old or old.get("fingerprint") != new.get("fingerprint"):
-        return new
-    merged = dict(new)
-    for key in ("cells", "per_example", "selection"):
-        merged[key] = {**old.get(key, {}), **new.get(key, {})}
-    runs = new.get("runs", [])
-    merged["runs"] = [r for r in old.get("runs", []) if r not in runs] + runs
-    return merged
-
-
 def restore_results(archive: Path, results_path: Path, fp: str) -> int:
     """Add to ``results_path`` (under its lock) the entries of the archive's results.json that
     it lacks, if that was made with the fingerprint ``fp``; returns how many cells were added."""
     from filelock import FileLock
 
-    try:
-        old = json.loads((Path(archive) / RESULTS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    old = read_store(Path(archive) / RESULTS)
+    if not old:
         return 0
     if old.get("fingerprint") != fp:
         log.warning("resume_from: %s was made with other settings; nothing restored",
@@ -116,10 +102,7 @@ def restore_results(archive: Path, results_path: Path, fp: str) -> int:
         return 0
     results_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(results_path) + ".lock"):
-        try:
-            disk = json.loads(results_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            disk = {}
+        disk = read_store(results_path)
         if disk and disk.get("fingerprint") != fp:
             return 0  # the grid starts this store afresh; it does not mix settings
         disk = disk or {"fingerprint": fp, "cells": {}, "per_example": {}, "selection": {},

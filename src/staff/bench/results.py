@@ -49,10 +49,7 @@ def bench_fingerprint(cfg: BenchConfig) -> str:
 
 def load_results(path: Path, fp: str) -> dict:
     """The store in ``path`` if it was made with the fingerprint ``fp``, else an empty one."""
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        results = {}
+    results = read_store(path)
     if results and results.get("fingerprint") != fp:
         log.warning("%s was made with other settings: its cells are not reused in the "
                     "tables (the cached artifacts are still checked cell by cell)", path)
@@ -74,17 +71,34 @@ def save_results(path: Path, results: dict, recorded: dict[str, set]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        try:
-            disk = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            disk = {}
+        disk = read_store(path)
         if disk.get("fingerprint") == results["fingerprint"]:
-            for key in ("cells", "per_example", "selection"):
-                mine = {k: v for k, v in results[key].items() if k in recorded[key]}
-                results[key] = {**disk.get(key, {}), **mine}
-            runs = disk.get("runs", [])
-            results["runs"] = runs + [r for r in results["runs"] if r not in runs]
+            mine = {key: {k: v for k, v in results[key].items() if k in recorded[key]}
+                    for key in STORE_KEYS}
+            results.update(merge_results(disk, {**results, **mine}))
         write_json(path, results)
+
+
+STORE_KEYS = ("cells", "per_example", "selection")  # keyed entries of a results store
+
+
+def read_store(path: Path) -> dict:
+    """A results.json as read from disk; {} when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """``new`` with the cells, per-example rows and selection runs of ``old`` that it lacks
+    (``new``'s win), when both were made with the same settings (fingerprint); else ``new``."""
+    if not old or old.get("fingerprint") != new.get("fingerprint"):
+        return new
+    merged = {**new, **{key: {**old.get(key, {}), **new.get(key, {})} for key in STORE_KEYS}}
+    runs = old.get("runs", [])
+    merged["runs"] = runs + [r for r in new.get("runs", []) if r not in runs]
+    return merged
 
 
 def cell_entry(method, rate, seed, protocol: str, train_info: dict | None, loss: dict,
