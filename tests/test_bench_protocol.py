@@ -385,6 +385,11 @@ def test_cells_csv_names_n_without_a_full_data_cell(tmp_path):
                           select=SimpleNamespace(target=SimpleNamespace(name="tgt")))
     rows = list(csv.DictReader(write_cells_csv(out / "cells.csv", results, cfg).open()))
     assert {r["n_train"] for r in rows} == {"4000"}
+    # tables.md's header names the same N (it printed "N = –" before).
+    from staff.bench.tables import render
+    header = {"cells": results["cells"]}
+    assert "N = 4000 training samples" in render(header, ["random"], [0.9], [0], n_train=4000)
+    assert "N = – training samples" in render(header, ["random"], [0.9], [0])
     # No state.json to read: the column stays empty rather than guessing.
     (run / "state.json").unlink()
     rows = list(csv.DictReader(write_cells_csv(out / "cells.csv", results, cfg).open()))

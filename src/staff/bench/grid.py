@@ -36,7 +36,7 @@ from ..config import ConfigError
 from ..runs.folder import RunFolder, write_atomic
 from ..runs.layout import EVAL_DIR, HELD_OUT_LOSS, METRICS, rate_dir
 from .archive import SELECT, restore_results, restore_selection
-from .cells_csv import write_cells_csv
+from .cells_csv import full_size, write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
                      check_seeds, row_order)
 from .results import (bench_fingerprint, cell_entry, load_results, per_example_entry,
@@ -273,7 +273,8 @@ def write_tables(results: dict, cfg: BenchConfig, out: Path, source: Path | None
                     *(e["seed"] for e in cells if e["seed"] is not None)})
     path = Path(out) / "tables.md"
     write_atomic(path, render(results, methods, rates, seeds, cfg.title,
-                              stage1_seed=cfg.stage1_seed))
+                              stage1_seed=cfg.stage1_seed,
+                              n_train=full_size(results, source or Path(out)) or None))
     write_cells_csv(Path(out) / "cells.csv", results, cfg, source)
     return path
 

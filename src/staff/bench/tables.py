@@ -187,12 +187,14 @@ def table2(results: dict, methods: list[str], seeds: list[int]) -> str:
 
 
 def render(results: dict, methods: list[str], rates: list[float], seeds: list[int],
-           title: str = "", stage1_seed: int | None = None, n_boot: int = 10_000) -> str:
+           title: str = "", stage1_seed: int | None = None, n_boot: int = 10_000,
+           n_train: int | None = None) -> str:
     """The whole markdown page: header facts, Table 1 per metric and protocol, the paired
-    differences to Random and to the best baseline, Table 2."""
+    differences to Random and to the best baseline, Table 2. ``n_train`` is N where no
+    full-data cell names it (cells_csv.full_size)."""
     cells = results.get("cells", {})
     full = [cells.get(cell_key("full", seed=s)) for s in seeds]
-    n_train = next((c["n_train"] for c in full if c), None)
+    n_train = next((c["n_train"] for c in full if c), n_train)
     n_eval = next((c.get("n_eval") for c in cells.values() if c.get("n_eval")), None)
     n_loss = next((c.get("n_loss") for c in cells.values() if c.get("n_loss")), None)
     seed_text = ", ".join(map(str, seeds))
