@@ -131,10 +131,13 @@ def budgets(run_dir: Path, sel: dict, seed: int, ids, scores) -> dict:
         table = sorted(rows.values(), key=lambda r: r["region"])
         largest = max(table, key=lambda r: r["size"])
         mids = [(r["lo"] + r["hi"]) / 2 for r in table]
+        factors = [r["V_i"] for r in table]
+        # ρ is undefined (NaN, which JSON cannot hold) for fewer than 3 regions or equal V_i.
+        defined = len(table) > 2 and len(set(factors)) > 1
         result[f"p{p:.2f}"] = {
             "m": m, "regions": table, "largest_region": largest,
-            "rho_vi_region_score": round(float(spearmanr(mids, [r["V_i"] for r in table])[0]),
-                                         3) if len(table) > 2 else None}
+            "rho_vi_region_score": round(float(spearmanr(mids, factors)[0]), 3)
+            if defined else None}
     return result
 
 

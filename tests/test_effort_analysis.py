@@ -60,6 +60,10 @@ def test_effort_analysis_reports_what_the_scores_imply(tmp_path):
     assert rate["mean_length"] == round(float(n_tokens[top].mean()), 2)
     budget = result["budgets"]["p0.90"]
     assert budget["m"] == 40
+    # The target is the small model doubled: V_i is the same everywhere, so its ρ with the
+    # region score is undefined, written as null (NaN made the JSON invalid).
+    assert budget["rho_vi_region_score"] is None
+    assert "NaN" not in (tmp_path / "out" / "effort_analysis.json").read_text()
     for rule in ("paper", "share"):
         assert sum(r[f"selected_{rule}"] for r in budget["regions"]) == 40
     shares = result["regions"]["20"]
