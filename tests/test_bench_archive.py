@@ -126,3 +126,31 @@ def test_a_restored_run_redoes_the_fine_tuning_a_redone_score_needs(tmp_path, tr
     again = select(rescored, show_progress=False)
     assert calls == [40]
     assert (again.run_dir / "small_adapter").is_dir()
+
+
+def test_tables_of_a_fresh_folder_name_n_from_the_published_copy(tmp_path, translation_files,
+                                                                  tiny_model_dir):
+    # `staff bench --tables-only` on a machine without the bench folder: no full-data cell in
+    # the copy and no selection run here, so N comes from the copy's select/ (it printed
+    # "N = –" before).
+    from staff.bench import Grid, load_bench_config
+
+    publish = load_bench_script("publish")
+    first, repo = tmp_path / "a", tmp_path / "repo"
+    first.mkdir()
+    config = _bench(first, translation_files, tiny_model_dir, seeds=(0,))
+    Grid(load_bench_config(config), show_progress=False).run()
+    publish.publish(config, first / "bench", repo)
+    stored = json.loads((repo / "results.json").read_text())
+    n = stored["cells"].pop("full/s0")["n_train"]
+    (repo / "results.json").write_text(json.dumps(stored))
+
+    second = tmp_path / "b"
+    second.mkdir()
+    grid = Grid(load_bench_config(_bench(second, translation_files, tiny_model_dir, seeds=(0,),
+                                         resume_from=str(repo))), show_progress=False)
+    tables = grid.write_tables().read_text()
+    assert not (second / "bench" / "select").exists()
+    assert f"N = {n} training samples" in tables
+    rows = (second / "bench" / "cells.csv").read_text().splitlines()
+    assert all(f",{n}," in row for row in rows[1:]) and len(rows) > 1

@@ -257,7 +257,12 @@ class Grid:
     def write_tables(self) -> Path:
         """tables.md and cells.csv for the config's whole grid (cells not run yet print
         '–' in the tables and have no rows in the CSV)."""
-        return write_tables(self.results, self.cfg, self.out)
+        # A folder resumed from a published copy may have no selection run of its own yet
+        # (e.g. ``--tables-only`` on a fresh machine); the copy's ``select/`` then names N.
+        source = self.out
+        if self.cfg.resume_from and full_size(self.results, self.out) == "":
+            source = Path(self.cfg.resume_from)
+        return write_tables(self.results, self.cfg, self.out, source)
 
 
 def write_tables(results: dict, cfg: BenchConfig, out: Path, source: Path | None = None) -> Path:
