@@ -115,9 +115,11 @@ def markdown(cells: list[dict], adjusted: dict, baseline: str, rate: float) -> s
                      f"| {c['rouge_l']:.1f} |")
     if adjusted:
         fit = adjusted["_fit"]
-        lines += ["", f"Fit over {len(cells)} cells at p = {rate}: ROUGE-L falls "
-                  f"{-fit['slope']:.1f} points per unit of the length ratio "
-                  f"(r = {fit['r']:+.2f}, {fit['dof']} degrees of freedom).", "",
+        # The slope is within methods (the fit has one offset per method); r is the plain
+        # correlation across all cells, so the two can differ in sign with few cells.
+        lines += ["", f"Fit over {len(cells)} cells at p = {rate}: within a method, ROUGE-L "
+                  f"changes by {fit['slope']:+.1f} points per unit of the length ratio "
+                  f"({fit['dof']} degrees of freedom; across all cells r = {fit['r']:+.2f}).", "",
                   f"| method | cells | ROUGE-L − {baseline} | at equal output length [95%] |",
                   "|---|---:|---:|---:|"]
         for m, a in adjusted.items():
