@@ -31,6 +31,18 @@ def _bench(folder, files, model_dir, seeds, **extra):
     return path
 
 
+def _published_one_seed(tmp_path, files, model_dir):
+    """A seed-0 bench run in tmp_path/a, published to tmp_path/repo (returned)."""
+    from staff.bench import Grid, load_bench_config
+
+    first, repo = tmp_path / "a", tmp_path / "repo"
+    first.mkdir()
+    config = _bench(first, files, model_dir, seeds=(0,))
+    Grid(load_bench_config(config), show_progress=False).run()
+    load_bench_script("publish").publish(config, first / "bench", repo)
+    return repo
+
+
 def test_a_published_bench_resumes_on_a_machine_without_its_folder(
         tmp_path, translation_files, tiny_model_dir, monkeypatch):
     from staff.bench import Grid, load_bench_config
@@ -87,12 +99,7 @@ def test_a_recorded_cell_of_other_inputs_is_trained_again(tmp_path, translation_
                                                           tiny_model_dir, monkeypatch):
     from staff.bench import Grid, load_bench_config
 
-    publish = load_bench_script("publish")
-    first, repo = tmp_path / "a", tmp_path / "repo"
-    first.mkdir()
-    config = _bench(first, translation_files, tiny_model_dir, seeds=(0,))
-    Grid(load_bench_config(config), show_progress=False).run()
-    publish.publish(config, first / "bench", repo)
+    repo = _published_one_seed(tmp_path, translation_files, tiny_model_dir)
     stored = json.loads((repo / "results.json").read_text())
     stored["cells"]["random/p0.50/s0"]["train_fingerprint"] = "0" * 16  # made another way
     (repo / "results.json").write_text(json.dumps(stored))
@@ -135,12 +142,7 @@ def test_tables_of_a_fresh_folder_name_n_from_the_published_copy(tmp_path, trans
     # "N = –" before).
     from staff.bench import Grid, load_bench_config
 
-    publish = load_bench_script("publish")
-    first, repo = tmp_path / "a", tmp_path / "repo"
-    first.mkdir()
-    config = _bench(first, translation_files, tiny_model_dir, seeds=(0,))
-    Grid(load_bench_config(config), show_progress=False).run()
-    publish.publish(config, first / "bench", repo)
+    repo = _published_one_seed(tmp_path, translation_files, tiny_model_dir)
     stored = json.loads((repo / "results.json").read_text())
     n = stored["cells"].pop("full/s0")["n_train"]
     (repo / "results.json").write_text(json.dumps(stored))
