@@ -156,3 +156,26 @@ def test_tables_of_a_fresh_folder_name_n_from_the_published_copy(tmp_path, trans
     assert f"N = {n} training samples" in tables
     rows = (second / "bench" / "cells.csv").read_text().splitlines()
     assert all(f",{n}," in row for row in rows[1:]) and len(rows) > 1
+
+
+def test_a_variant_first_run_on_a_fresh_machine_takes_stage_1_from_the_archive(
+        tmp_path, translation_files, tiny_model_dir, monkeypatch):
+    # The archive holds STAFF's selection run; a variant never run before must take its
+    # stage 1 from it (restoring the donor), not fine-tune the full data again.
+    from staff.bench import Grid, load_bench_config
+
+    repo = _published_one_seed(tmp_path, translation_files, tiny_model_dir)
+    second = tmp_path / "b"
+    second.mkdir()
+    config = _bench(second, translation_files, tiny_model_dir, seeds=(0,),
+                    resume_from=str(repo),
+                    variants={"count": {"selection": {"region_edges": "equal-count"}}})
+    tree = yaml.safe_load(config.read_text())
+    tree["methods"] = ["staff:count"]  # alone: no STAFF cell restores the donor first
+    config.write_text(yaml.safe_dump(tree))
+    calls = _count_finetuning(monkeypatch)
+    results = Grid(load_bench_config(config), show_progress=False).run()
+    assert calls == [20]  # the variant's coreset only, not the full data (40)
+    state = json.loads((second / "bench/select/staff-count/s0/state.json").read_text())
+    assert state["stages"]["score"]["adopted_from"].endswith("staff/s0 (score)")
+    assert "staff:count/p0.50/s0" in results["cells"]

@@ -180,8 +180,11 @@ class Grid:
         # wait for it, then find the stages done.
         with _waiting_lock(Path(run_cfg.output_dir)):
             if self.cfg.resume_from:
-                restore_selection(Path(self.cfg.resume_from) / SELECT, self.out / SELECT,
-                                  Path(run_cfg.output_dir))
+                # The donors too: a variant first run on a fresh machine takes stage 1 from
+                # the archived STAFF run, which no process here has restored yet.
+                for folder in [Path(run_cfg.output_dir), *sorted(donors)]:
+                    restore_selection(Path(self.cfg.resume_from) / SELECT, self.out / SELECT,
+                                      folder)
             adopt_shared_stages(run_cfg, sorted(donors))
             result = select(run_cfg, show_progress=self.show_progress)
         stages = RunFolder(result.run_dir).state["stages"]
