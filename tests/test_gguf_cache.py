@@ -163,3 +163,36 @@ def test_the_cached_demo_model_is_the_same_model(tmp_path, monkeypatch):
     assert torch.equal(loaded["0"][0], loaded["1"][0])
     assert torch.equal(loaded["0"][1], loaded["1"][1])
     assert loaded["0"][2] == loaded["1"][2]
+
+
+def _gguf_with_special_tokens(path: Path, **ids: int) -> Path:
+    """A GGUF file holding only metadata: the special token ids llama.cpp's keys give."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for role, token_id in ids.items():
+        writer.add_uint32(gguf_cache.GGUF_SPECIAL_TOKENS[role], token_id)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_special_tokens_come_from_the_gguf_file_not_the_reader(tmp_path):
+    # transformers 5.17's GGUF reader called SmolLM2's eos <|im_start|> (id 1) where the file
+    # says <|im_end|> (id 2): every response then ended in the wrong token.
+    from conftest import build_tokenizer
+    from transformers import LlamaConfig
+
+    tokenizer = build_tokenizer()           # <pad> 0, <s> 1, </s> 2, <unk> 3
+    tokenizer.eos_token = "<s>"             # what a mislabelling reader gives
+    tokenizer.pad_token = None
+    model = type("M", (), {"config": LlamaConfig(eos_token_id=1), "generation_config": None})()
+    gguf = _gguf_with_special_tokens(tmp_path / "m.gguf", bos_token=1, eos_token=2,
+                                     pad_token=2)
+    changed = gguf_cache.restore_special_tokens(tokenizer, gguf, model)
+    assert changed == {"eos_token": "</s>", "pad_token": "</s>"}
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id) == (2, 2, 1)
+    assert model.config.eos_token_id == 2
+    assert gguf_cache.restore_special_tokens(tokenizer, gguf, model) == {}  # already right

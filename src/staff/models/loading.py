@@ -159,6 +159,10 @@ def load_tokenizer(cfg: ModelConfig):
         tokenizer = AutoTokenizer.from_pretrained(source, revision=cfg.revision, **extra)
     except Exception as err:  # noqa: BLE001 - one line naming the model is the contract
         raise ModelError(f"cannot load the tokenizer of {cfg.name}: {str(err).splitlines()[0]}")
+    if extra.get("gguf_file"):  # read from the GGUF itself (the cache is off)
+        from .gguf_cache import restore_special_tokens
+
+        restore_special_tokens(tokenizer, Path(source) / extra["gguf_file"])
     if tokenizer.pad_token_id is None:
         # Padding positions never carry loss (labels -100) nor attention, so any id will do.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
