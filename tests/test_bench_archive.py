@@ -179,3 +179,26 @@ def test_a_variant_first_run_on_a_fresh_machine_takes_stage_1_from_the_archive(
     state = json.loads((second / "bench/select/staff-count/s0/state.json").read_text())
     assert state["stages"]["score"]["adopted_from"].endswith("staff/s0 (score)")
     assert "staff:count/p0.50/s0" in results["cells"]
+
+
+def test_cells_record_library_versions_and_tables_warn_when_they_differ(
+        tmp_path, translation_files, tiny_model_dir):
+    import transformers
+
+    from staff.bench import load_bench_config
+    from staff.bench.grid import write_tables
+
+    repo = _published_one_seed(tmp_path, translation_files, tiny_model_dir)
+    results = json.loads((repo / "results.json").read_text())
+    versions = {e["libraries"]["transformers"] for e in results["cells"].values()}
+    assert versions == {transformers.__version__}
+    cfg = load_bench_config(_bench(tmp_path, translation_files, tiny_model_dir, seeds=(0,)))
+    out = tmp_path / "tables"
+    out.mkdir()
+    write_tables(results, cfg, out, source=tmp_path / "a" / "bench")
+    assert "Warning" not in (out / "tables.md").read_text()
+
+    results["cells"]["random/p0.50/s0"]["libraries"]["transformers"] = "5.17.0"  # another machine
+    write_tables(results, cfg, out, source=tmp_path / "a" / "bench")
+    first = (out / "tables.md").read_text().splitlines()[0]
+    assert first.startswith("**Warning") and f"transformers 5.17.0, {transformers.__version__}" in first

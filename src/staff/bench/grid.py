@@ -39,8 +39,8 @@ from .archive import SELECT, restore_results, restore_selection
 from .cells_csv import full_size, write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
                      check_seeds, row_order)
-from .results import (bench_fingerprint, cell_entry, load_results, per_example_entry,
-                      save_results)
+from .results import (bench_fingerprint, cell_entry, load_results, mixed_versions_note,
+                      per_example_entry, save_results)
 from .shared_stages import adopt_shared_stages
 from .tables import cell_key, render
 
@@ -280,9 +280,10 @@ def write_tables(results: dict, cfg: BenchConfig, out: Path, source: Path | None
     seeds = sorted({*cfg.seeds, *(s for part in cfg.grid_parts() for s in part.seeds),
                     *(e["seed"] for e in cells if e["seed"] is not None)})
     path = Path(out) / "tables.md"
-    write_atomic(path, render(results, methods, rates, seeds, cfg.title,
-                              stage1_seed=cfg.stage1_seed,
-                              n_train=full_size(results, source or Path(out)) or None))
+    text = render(results, methods, rates, seeds, cfg.title, stage1_seed=cfg.stage1_seed,
+                  n_train=full_size(results, source or Path(out)) or None)
+    note = mixed_versions_note(cells)
+    write_atomic(path, f"{note}\n\n{text}" if note else text)
     write_cells_csv(Path(out) / "cells.csv", results, cfg, source)
     return path
 

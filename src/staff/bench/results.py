@@ -101,10 +101,46 @@ def merge_results(old: dict, new: dict) -> dict:
     return merged
 
 
+# The libraries whose version can change a cell's numbers at the same settings: the bench
+# fingerprint covers the settings only. (transformers 5.17 and 5.25 read one GGUF's eos token
+# differently, which moved every held-out loss by one token's NLL: BENCHMARKS.md, 2026-12-04.)
+VERSIONED = ("torch", "transformers", "peft")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def mixed_versions_note(cells) -> str:
+    """A warning line when the cells were measured with more than one version of a library
+    in VERSIONED ('' when not, or when no cell recorded its versions)."""
+    mixed = []
+    for name in VERSIONED:
+        seen = sorted({e["libraries"][name] for e in cells
+                       if name in (e.get("libraries") or {})})
+        if len(seen) > 1:
+            mixed.append(f"{name} {', '.join(seen)}")
+    if not mixed:
+        return ""
+    return (f"**Warning: these cells were measured with different library versions ("
+            f"{'; '.join(mixed)}).** The same settings can then give other numbers (e.g. "
+            "another tokenization): compare the untuned cell's loss across them before pairing "
+            "cells (results.json: each cell's `libraries`).")
+
+
 def cell_entry(method, rate, seed, protocol: str, train_info: dict | None, loss: dict,
                metrics: dict | None, old: dict) -> dict:
     """A cell's row of ``results["cells"]``; ``old``: the row it replaces (or {})."""
     entry = {"method": method, "rate": rate, "seed": seed, "protocol": protocol,
+             "libraries": library_versions(),
              "loss": loss["loss"], "n_loss": loss["n"],
              # A cell decoded before keeps its decoded metrics when later run without.
              "rouge_l": metrics["rouge_l"] if metrics else old.get("rouge_l"),
