@@ -39,6 +39,12 @@ def enabled() -> bool:
     return os.environ.get("STAFF_GGUF_CACHE", "1").lower() not in ("0", "false", "no", "off")
 
 
+# Bumped when save_as_folder writes something else from the same file and reader, so that no
+# folder converted the old way is read again. 2: special tokens from the file's metadata (a
+# folder converted before it under transformers 5.17 would keep the wrong eos token).
+CONVERSION = 2
+
+
 def cache_folder(gguf: Path) -> Path:
     """Where the converted copy of ``gguf`` lives: one folder per file version and reader."""
     import transformers
@@ -46,7 +52,7 @@ def cache_folder(gguf: Path) -> Path:
     gguf = gguf.resolve()
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}|"
-                         f"{transformers.__version__}".encode()).hexdigest()[:16]
+                         f"{transformers.__version__}|{CONVERSION}".encode()).hexdigest()[:16]
     return cache_root() / "gguf" / f"{gguf.stem}-{key}"
 
 
