@@ -1,6 +1,6 @@
 """Where on the test set does a method differ from Random? (issues 14 and 15)
 
-    python bench/strata.py RESULTS_JSON TEST_JSONL --field summary1 [--method staff]
+    python bench/strata.py RESULTS_JSON|BENCH_DIR TEST_JSONL --field summary1 [--method staff]
         [--baseline random] [--rate 0.9] [--strata 3]
 
 A bench's headline is one mean difference over all test examples. STAFF's coresets lean to
@@ -101,6 +101,10 @@ def main(argv=None) -> None:
     parser.add_argument("--rate", type=float, default=0.9)
     parser.add_argument("--strata", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.results.is_dir():  # a bench folder or a published results folder
+        args.results = args.results / "results.json"
+    if not args.results.is_file():
+        raise SystemExit(f"{args.results}: no such file (give a bench's results.json or its folder)")
     results = json.loads(args.results.read_text())
     rows = strata_table(results, lambda n: reference_lengths(args.test, args.field, n),
                         args.method, args.baseline, args.rate, args.strata)

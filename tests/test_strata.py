@@ -46,3 +46,18 @@ def test_a_gain_on_short_references_and_a_loss_on_long_ones_are_told_apart(tmp_p
                      table) and table.count(" *") == 2
     with pytest.raises(SystemExit, match="no field 'summary'"):
         st.reference_lengths(test, "summary", 5)
+
+
+def test_a_bench_folder_stands_for_its_results_json_and_a_missing_one_is_named(tmp_path, capsys):
+    st = load_script()
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"ref": " ".join(["w"] * (1 + i % 7))}) + "\n"
+                            for i in range(12)))
+    per = {f"{m}/p0.90/s0": {"loss": [2.0 + (m == "staff") * 0.1] * 12} for m in ("staff", "random")}
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text(json.dumps({"per_example": per}))
+    st.main([str(bench), str(test), "--field", "ref"])
+    assert "+0.1000" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"nowhere: no such file"):
+        st.main([str(tmp_path / "nowhere"), str(test), "--field", "ref"])
