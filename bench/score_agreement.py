@@ -8,7 +8,8 @@ stage 1 with another number of epochs, another scoring scope, or another small m
 draft), against the reference run on the same samples. For each run against the reference:
 
   * Spearman's rho of the effort scores (the ranks STAFF's regions follow);
-  * the adjusted Rand index of the K equal-width regions each scoring induces (the plain Rand
+  * the adjusted Rand index of the K regions each scoring induces (equal-width, Algorithm 1's,
+    unless ``--edges`` names another rule of ``selection.region_edges``) (the plain Rand
     index is near 0.93 for unrelated scores at K = 50: BENCHMARKS.md, issue 9), beside the
     adjusted index of the reference against itself shuffled (chance);
   * the overlap of the lowest and the highest effort deciles (Jaccard), the samples STAFF's
@@ -32,7 +33,7 @@ from sklearn.metrics import adjusted_rand_score, rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from staff.selection.regions import make_regions  # noqa: E402
+from staff.selection.regions import EDGE_RULES, make_regions  # noqa: E402
 
 
 def read_scores(run_dir: Path, score: str) -> pd.Series:
@@ -46,9 +47,10 @@ def read_scores(run_dir: Path, score: str) -> pd.Series:
     return frame.set_index("id")[score].astype(float)
 
 
-def region_labels(scores: np.ndarray, k: int) -> np.ndarray:
-    """The region of each sample under STAFF's equal-width rule (the selector's own)."""
-    return make_regions(scores, k).of
+def region_labels(scores: np.ndarray, k: int, edges: str = "equal-width") -> np.ndarray:
+    """The region of each sample under the selector's own rule (``selection.region_edges``;
+    Algorithm 1's equal widths by default)."""
+    return make_regions(scores, k, edges=edges).of
 
 
 def decile_sets(scores: np.ndarray) -> tuple[set, set]:
@@ -60,7 +62,8 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def agreement(ref: pd.Series, other: pd.Series, k: int, name: str, seed: int = 0) -> dict:
+def agreement(ref: pd.Series, other: pd.Series, k: int, name: str, seed: int = 0,
+              edges: str = "equal-width") -> dict:
     """A run may score a subset of the reference's samples (bench/score_checkpoint.py --probe):
     both are then compared on that subset, regions over its own range."""
     subset = set(other.index) < set(ref.index)
@@ -72,15 +75,15 @@ def agreement(ref: pd.Series, other: pd.Series, k: int, name: str, seed: int = 0
                          "compare runs over the same data (or a subset of it)")
     a = ref.to_numpy()
     b = other.reindex(ref.index).to_numpy()
-    labels_a, labels_b = region_labels(a, k), region_labels(b, k)
+    labels_a, labels_b = region_labels(a, k, edges), region_labels(b, k, edges)
     shuffled = np.random.default_rng(seed).permutation(a)
     lo_a, hi_a = decile_sets(a)
     lo_b, hi_b = decile_sets(b)
-    return {"name": name, "n": len(a), "k": k,
+    return {"name": name, "n": len(a), "k": k, "edges": edges,
             "spearman": round(float(spearmanr(a, b)[0]), 4),
             "ari": round(float(adjusted_rand_score(labels_a, labels_b)), 4),
             "ari_chance": round(float(adjusted_rand_score(labels_a,
-                                                          region_labels(shuffled, k))), 4),
+                                                          region_labels(shuffled, k, edges))), 4),
             "rand": round(float(rand_score(labels_a, labels_b)), 4),
             "lowest_decile_jaccard": round(jaccard(lo_a, lo_b), 3),
             "highest_decile_jaccard": round(jaccard(hi_a, hi_b), 3)}
@@ -93,6 +96,9 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="+", help="run folders to compare with it")
     ap.add_argument("--names", help="comma-separated names for the runs (default: folders)")
     ap.add_argument("--k", type=int, default=50, help="regions (default 50, the paper's K)")
+    ap.add_argument("--edges", default="equal-width", choices=EDGE_RULES,
+                    help="how the K regions are cut (selection.region_edges; default "
+                         "equal-width, Algorithm 1)")
     ap.add_argument("--score", default="effort", help="scores.csv column (default effort)")
     ap.add_argument("--out", help="also write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -100,7 +106,7 @@ def main(argv=None) -> None:
     if len(names) != len(args.runs):
         raise SystemExit(f"--names has {len(names)} names for {len(args.runs)} runs")
     ref = read_scores(Path(args.reference), args.score)
-    rows = [agreement(ref, read_scores(Path(r), args.score), args.k, name)
+    rows = [agreement(ref, read_scores(Path(r), args.score), args.k, name, edges=args.edges)
             for r, name in zip(args.runs, names)]
     print("| run | n | Spearman ρ | ARI of K regions (chance) | Rand | lowest / highest decile "
           "Jaccard |")

@@ -72,3 +72,22 @@ def test_missing_column_is_named(tmp_path):
     ref = write_run(tmp_path / "ref", ["a", "b"], [1.0, 2.0])
     with pytest.raises(SystemExit, match=r"scores.csv: no column 'loss'"):
         sa.main([str(ref), str(ref), "--score", "loss"])
+
+
+def test_edges_cut_the_regions_as_the_selector_would(tmp_path):
+    """Equal-count regions hold N/K samples each whatever the score's shape; equal-width ones
+    over a heavy tail put nearly everything in the lowest region. A monotone transform of the
+    scores keeps equal-count regions and moves equal-width ones."""
+    sa = load_script()
+    rng = np.random.default_rng(1)
+    effort = rng.lognormal(0, 1.5, 2000)   # heavy-tailed
+    ref = pd.Series(effort, index=[f"s{i}" for i in range(2000)])
+    logged = np.log(ref)                   # same ranks, other widths
+    width = sa.agreement(ref, logged, 10, "log", edges="equal-width")
+    count = sa.agreement(ref, logged, 10, "log", edges="equal-count")
+    assert width["spearman"] == count["spearman"] == 1.0
+    assert count["ari"] == 1.0 and count["edges"] == "equal-count"
+    assert width["ari"] < 0.5
+    assert np.bincount(sa.region_labels(effort, 10, "equal-count")).tolist() == [200] * 10
+    with pytest.raises(SystemExit):
+        sa.main([str(tmp_path), str(tmp_path), "--edges", "sideways"])
