@@ -11,7 +11,9 @@ draft), against the reference run on the same samples. For each run against the 
   * the adjusted Rand index of the K regions each scoring induces (equal-width, Algorithm 1's,
     unless ``--edges`` names another rule of ``selection.region_edges``) (the plain Rand
     index is near 0.93 for unrelated scores at K = 50: BENCHMARKS.md, issue 9), beside the
-    adjusted index of the reference against itself shuffled (chance);
+    adjusted index of the reference against itself shuffled (chance) and the index that two
+    Gaussian scores with the same ρ would have (what ρ alone implies: fine regions disagree a
+    lot even at ρ = 0.9);
   * the overlap of the lowest and the highest effort deciles (Jaccard), the samples STAFF's
     rule over-draws most.
 
@@ -53,6 +55,27 @@ def region_labels(scores: np.ndarray, k: int, edges: str = "equal-width") -> np.
     return make_regions(scores, k, edges=edges).of
 
 
+def ari_expected(a: np.ndarray, b: np.ndarray, rho: float, k: int, edges: str,
+                 draws: int = 5, seed: int = 0) -> float:
+    """The ARI two scorings with these two score distributions, Spearman ``rho`` and nothing
+    else in common would have: Gaussian pairs whose Spearman is ``rho`` (Pearson
+    2 sin(pi rho / 6)), their ranks mapped onto the sorted ``a`` and ``b`` (so equal-width
+    regions see the real shapes), the mean over ``draws``. A run's ARI near this says its
+    regions differ from the reference's no more than its rank correlation implies."""
+    r = float(np.clip(2 * np.sin(np.pi * rho / 6), -1.0, 1.0))
+    rng = np.random.default_rng(seed)
+    sorted_a, sorted_b = np.sort(a), np.sort(b)
+    values = []
+    for _ in range(draws):
+        x = rng.standard_normal(len(a))
+        y = r * x + np.sqrt(1 - r * r) * rng.standard_normal(len(a))
+        fake_a = sorted_a[np.argsort(np.argsort(x))]
+        fake_b = sorted_b[np.argsort(np.argsort(y))]
+        values.append(adjusted_rand_score(region_labels(fake_a, k, edges),
+                                          region_labels(fake_b, k, edges)))
+    return float(np.mean(values))
+
+
 def decile_sets(scores: np.ndarray) -> tuple[set, set]:
     lo, hi = np.quantile(scores, [0.1, 0.9])
     return set(np.flatnonzero(scores <= lo)), set(np.flatnonzero(scores >= hi))
@@ -79,8 +102,10 @@ def agreement(ref: pd.Series, other: pd.Series, k: int, name: str, seed: int = 0
     shuffled = np.random.default_rng(seed).permutation(a)
     lo_a, hi_a = decile_sets(a)
     lo_b, hi_b = decile_sets(b)
+    rho = float(spearmanr(a, b)[0])
     return {"name": name, "n": len(a), "k": k, "edges": edges,
-            "spearman": round(float(spearmanr(a, b)[0]), 4),
+            "spearman": round(rho, 4),
+            "ari_expected": round(ari_expected(a, b, rho, k, edges, seed=seed), 4),
             "ari": round(float(adjusted_rand_score(labels_a, labels_b)), 4),
             "ari_chance": round(float(adjusted_rand_score(labels_a,
                                                           region_labels(shuffled, k, edges))), 4),
@@ -108,12 +133,12 @@ def main(argv=None) -> None:
     ref = read_scores(Path(args.reference), args.score)
     rows = [agreement(ref, read_scores(Path(r), args.score), args.k, name, edges=args.edges)
             for r, name in zip(args.runs, names)]
-    print("| run | n | Spearman ρ | ARI of K regions (chance) | Rand | lowest / highest decile "
-          "Jaccard |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | n | Spearman ρ | ARI of K regions (chance) | ARI expected from ρ alone | Rand "
+          "| lowest / highest decile Jaccard |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['n']} | {r['spearman']:.3f} | {r['ari']:.3f} "
-              f"({r['ari_chance']:.3f}) | {r['rand']:.3f} | {r['lowest_decile_jaccard']:.2f} / "
+              f"({r['ari_chance']:.3f}) | {r['ari_expected']:.3f} | {r['rand']:.3f} | {r['lowest_decile_jaccard']:.2f} / "
               f"{r['highest_decile_jaccard']:.2f} |")
     if args.out:
         out = Path(args.out)

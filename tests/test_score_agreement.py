@@ -91,3 +91,25 @@ def test_edges_cut_the_regions_as_the_selector_would(tmp_path):
     assert np.bincount(sa.region_labels(effort, 10, "equal-count")).tolist() == [200] * 10
     with pytest.raises(SystemExit):
         sa.main([str(tmp_path), str(tmp_path), "--edges", "sideways"])
+
+
+def test_the_ari_expected_from_rho_matches_scores_that_share_only_their_ranks(tmp_path):
+    """Two scorings made as a Gaussian pair (nothing in common but the correlation) have the
+    ARI that ρ alone implies; a scoring equal to the reference has ARI 1 and expects 1."""
+    sa = load_script()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(3000)
+    y = 0.8 * x + 0.6 * rng.standard_normal(3000)
+    ids = [f"s{i}" for i in range(3000)]
+    ref = pd.Series(np.exp(x), index=ids)          # skewed, like effort
+    other = pd.Series(np.exp(0.5 * y), index=ids)
+    for edges in ("equal-width", "equal-count"):
+        row = sa.agreement(ref, other, 20, "pair", edges=edges)
+        assert 0.02 < row["ari"] < 0.5
+        assert row["ari_expected"] == pytest.approx(row["ari"], abs=0.03)
+        same = sa.agreement(ref, ref, 20, "same", edges=edges)
+        assert same["ari"] == same["ari_expected"] == 1.0
+    # Fine regions disagree a lot even at high rank agreement: the curve rises with ρ.
+    a = np.exp(x)
+    curve = [sa.ari_expected(a, a, rho, 20, "equal-count") for rho in (0.75, 0.9, 0.99)]
+    assert curve[0] < curve[1] < curve[2] < 1.0 and curve[0] < 0.1
