@@ -202,3 +202,48 @@ def test_cells_record_library_versions_and_tables_warn_when_they_differ(
     write_tables(results, cfg, out, source=tmp_path / "a" / "bench")
     first = (out / "tables.md").read_text().splitlines()[0]
     assert first.startswith("**Warning") and f"transformers 5.17.0, {transformers.__version__}" in first
+
+
+def _baselines_bench(folder, files, model_dir, methods, seeds, **extra):
+    path = _bench(folder, files, model_dir, seeds=seeds, **extra)
+    tree = yaml.safe_load(path.read_text())
+    tree.update(methods=list(methods), full_seeds=[])
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_a_baseline_seed_takes_the_archived_stage_1_of_another_seed_and_d2_redoes_its_embeddings(
+        tmp_path, translation_files, tiny_model_dir, monkeypatch):
+    # Stage 1 held fixed: the baselines' train-target and score-target are the same for every
+    # seed. The archive holds them under seed 2 only (the seed that ran first); CCS at seed 0 on
+    # a fresh machine takes them from there instead of fine-tuning the full data (40 samples)
+    # again. D2 reads the embeddings, which no archive keeps: it redoes the target's stage 1
+    # rather than fail on a missing file.
+    from staff.bench import Grid, load_bench_config
+
+    first, repo = tmp_path / "a", tmp_path / "repo"
+    first.mkdir()
+    config = _baselines_bench(first, translation_files, tiny_model_dir, ["ccs"], seeds=(2,))
+    Grid(load_bench_config(config), show_progress=False).run()
+    load_bench_script("publish").publish(config, first / "bench", repo)
+    assert (repo / "select/baselines/s2/target_scores.csv").is_file()
+    assert not list((repo / "select").rglob("*.npy"))
+
+    second = tmp_path / "b"
+    second.mkdir()
+    calls = _count_finetuning(monkeypatch)
+    config = _baselines_bench(second, translation_files, tiny_model_dir, ["ccs"], seeds=(0,),
+                              resume_from=str(repo))
+    results = Grid(load_bench_config(config), show_progress=False).run()
+    assert calls == [20]  # the coreset only
+    state = json.loads((second / "bench/select/baselines/s0/state.json").read_text())
+    assert state["stages"]["score-target"]["adopted_from"].endswith("baselines/s2 (score-target)")
+    assert "ccs/p0.50/s0" in results["cells"]
+
+    calls.clear()
+    config = _baselines_bench(second, translation_files, tiny_model_dir, ["d2"], seeds=(0,),
+                              resume_from=str(repo))
+    results = Grid(load_bench_config(config), show_progress=False).run()
+    assert calls == [40, 20]  # train-target again (its adapter is not archived), then the coreset
+    assert (second / "bench/select/baselines/s0/target_embeddings.npy").is_file()
+    assert "d2/p0.50/s0" in results["cells"]

@@ -175,7 +175,10 @@ class Grid:
         # with stage 1 held fixed, every seed's stage 1 is the stage-1 seed's.
         seeds = {seed} | ({self.cfg.stage1_seed} if self.cfg.stage1_seed is not None else set())
         donors = {Path(self.cfg.selection_config(m, s, rates).output_dir)
-                  for m in {"staff", "grand", method} for s in seeds} - {Path(run_cfg.output_dir)}
+                  for m in {"staff", "grand", method} for s in seeds}
+        if self.cfg.stage1_seed is not None:
+            donors |= self._other_seeds({"staff", "grand", method}, rates)
+        donors -= {Path(run_cfg.output_dir)}
         # Another bench process (--parts, one per GPU) may be running this very selection:
         # wait for it, then find the stages done.
         with _waiting_lock(Path(run_cfg.output_dir)):
@@ -196,6 +199,24 @@ class Grid:
             "rates": sorted(float(p) for p in result.ids), "run_dir": str(result.run_dir)}
         self._save()
         return result
+
+    def _other_seeds(self, methods: set[str], rates: list[float]) -> set[Path]:
+        """Every seed's selection folder of these methods, here or in the archive. With stage 1
+        held fixed they all hold the same stage 1 (the fingerprints decide what is taken): the
+        baselines' train-target and score-target are archived under whichever seed ran them
+        first (CCS seed 2 on Multi30k), and seed 0 must not fine-tune the full data again."""
+        found = set()
+        for m in methods:
+            parent = Path(self.cfg.selection_config(m, 0, rates).output_dir).parent
+            roots = [parent]
+            if self.cfg.resume_from:
+                roots.append(Path(self.cfg.resume_from) / SELECT
+                             / parent.relative_to(self.out / SELECT))
+            for root in roots:
+                if root.is_dir():
+                    found |= {parent / d.name for d in root.iterdir()
+                              if d.is_dir() and d.name[1:].isdigit() and d.name[0] == "s"}
+        return found
 
     def _untuned(self, folder: Path) -> None:
         te = self.train_eval

@@ -7,7 +7,7 @@ baselines:  train-target -> score-target -> pick     (GraNd, EL2N, CCS, D2; Rand
 
 from __future__ import annotations
 
-from ..runs.layout import stages_for
+from ..runs.layout import TARGET_EMBEDDINGS, stages_for
 from .base import Stage
 from .context import RunContext
 from .pick import Pick
@@ -23,7 +23,10 @@ BY_NAME: dict[str, Stage] = {s.name: s for s in ALL}
 
 def for_method(selection) -> list[Stage]:
     """The stages ``selection.method`` runs, in order."""
-    return [BY_NAME[name] for name in stages_for(selection.method, selection.speculative)]
+    stages = [BY_NAME[name] for name in stages_for(selection.method, selection.speculative)]
+    if selection.method == "d2":  # the only method whose pick reads the embeddings
+        stages[-1] = Pick(inputs=(TARGET_EMBEDDINGS,))
+    return stages
 
 
 def fingerprints(ctx: RunContext) -> dict[str, str]:

@@ -26,6 +26,12 @@ class Pick(Stage):
     name = "pick"
     outputs = (CORESET, IDS, REGIONS, SUMMARY)  # in selections_dir / rate_dir
 
+    def __init__(self, inputs: tuple[str, ...] = ()):
+        # What it reads of the run folder beyond the scores, e.g. D2's embeddings: a run
+        # restored from a bench archive has none, and the pipeline then redoes score-target
+        # instead of failing on a missing file.
+        self.inputs = tuple(inputs)
+
     def _before(self, ctx: RunContext, fps: dict[str, str]) -> str:
         """The fingerprint of what the method selects from."""
         lengths = fingerprint(ctx.data_fingerprint, asdict(ctx.cfg.target))  # its tokenizer
