@@ -337,3 +337,25 @@ def test_response_length_section_tells_a_short_response_coreset_from_a_random_on
 def test_response_length_section_is_left_out_when_every_response_has_one_length(report):
     _, _, page = report   # make_run gives every sample 5 response tokens
     assert 'id="response-length"' not in page
+
+
+def test_hardest_samples_section_lists_the_top_scores_with_their_text_and_the_top_tenth_share(
+        tmp_path):
+    run = make_run(tmp_path / "run")
+    scores = pd.read_csv(run / "scores.csv")
+    order = scores.sort_values("effort", ascending=False)["id"].tolist()
+    # p = 0.80 keeps 24 samples: the 6 hardest and 18 from the bottom half.
+    kept = order[:6] + order[-18:]
+    (run / "selections" / "p0.80" / "ids.txt").write_text("".join(f"{i}\n" for i in kept))
+    page = build_report(run).read_text(encoding="utf-8")
+    section = page[page.index('id="hardest-samples"'):]
+    section = section[:section.index("<h2")]
+    rows = re.findall(r"<tr><td>(s\d{3})</td>", section)
+    assert rows == order[:8]                      # the eight highest, highest first
+    hardest = order[0]
+    assert f"<td>{int(hardest[1:])}</td>" in section   # its response (the row's output)
+    # Independently: the top tenth is 12 samples; p = 0.80's coreset holds the first 6 of them.
+    assert "p = 0.80: 25%" in section               # 6 of 24
+    first_row = section[section.index(f"<td>{hardest}</td>"):].split("</tr>")[0]
+    assert first_row.endswith("<td>yes</td>")       # the p = 0.80 column
+    assert "hard_prune" in section

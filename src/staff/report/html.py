@@ -18,8 +18,8 @@ from ..runs.folder import write_atomic
 from .markup import _e
 from .read import ReportError, read_run
 from .sections import (agreement_section, benchmark_section, composition_section, decile_section,
-                       flagged_section, header, length_section, regions_section, scores_section,
-                       timings_section)
+                       flagged_section, hardest_section, header, length_section, regions_section,
+                       scores_section, timings_section)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def build_report(run_dir: str | Path, *, method: str | None = None,
     if run.method == "staff":
         body = [header(run), scores_section(run), regions_section(run),
                 agreement_section(run), decile_section(run), length_section(run),
-                composition_section(run), flagged_section(run), timings_section(run)]
+                hardest_section(run), composition_section(run), flagged_section(run),
+                timings_section(run)]
     else:  # no regions and no small model: what was kept, and what it cost
         body = [header(run), length_section(run), composition_section(run),
                 flagged_section(run), timings_section(run)]

@@ -210,3 +210,40 @@ def response_lengths(run: Run) -> pd.DataFrame | None:
                      "ratio": float(kept.mean()) / mean,
                      "random draw's 95% range": random_mean_range(tokens, kept.size)})
     return pd.DataFrame(rows) if rows else None
+
+
+def hardest_samples(run: Run, n: int = 8, width: int = 120) -> pd.DataFrame | None:
+    """The ``n`` samples with the highest speculative score, with their text (cut to ``width``
+    characters), the small model's loss where scored, and the share of the top tenth of the
+    scores each coreset kept. Algorithm 1 over-draws the thin top regions; on data whose
+    hardest samples are noise (loose or wrong references) that hurts the target, and
+    ``selection.hard_prune`` drops them (BENCHMARKS.md). None when the data cannot be read."""
+    scores = run.scores
+    if scores is None or "effort" not in scores.columns or len(scores) < 10:
+        return None
+    try:
+        by_id = {e.id: e for e in _examples(run)}
+    except Exception:  # noqa: BLE001 - the composition section already says why
+        return None
+    top = scores.sort_values("effort", ascending=False, kind="stable").head(n)
+
+    def cut(text: str) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= width else text[:width - 1] + "…"
+
+    rows = []
+    for _, r in top.iterrows():
+        e = by_id.get(str(r["id"]))
+        rows.append({"id": r["id"], "effort": float(r["effort"]),
+                     **({"loss": float(r["loss"])} if "loss" in scores.columns else {}),
+                     "prompt": cut(e.prompt) if e else "", "response": cut(e.response) if e else "",
+                     **{f"in p = {rate.pruning_rate:.2f}": ("yes" if r["id"] in set(rate.ids)
+                                                            else "") for rate in run.rates}})
+    table = pd.DataFrame(rows)
+    cutoff = np.quantile(scores["effort"].to_numpy(float), 0.9)
+    top_ids = set(scores.loc[scores["effort"] > cutoff, "id"].astype(str))
+    table.attrs["top_share"] = {f"p = {rate.pruning_rate:.2f}":
+                                (len(top_ids & {str(i) for i in rate.ids}) / max(len(rate.ids), 1))
+                                for rate in run.rates}
+    table.attrs["top_n"] = len(top_ids)
+    return table
