@@ -231,19 +231,19 @@ def hardest_samples(run: Run, n: int = 8, width: int = 120) -> pd.DataFrame | No
         text = " ".join(str(text).split())
         return text if len(text) <= width else text[:width - 1] + "…"
 
+    kept = {rate.pruning_rate: {str(i) for i in rate.ids} for rate in run.rates}
     rows = []
     for _, r in top.iterrows():
         e = by_id.get(str(r["id"]))
         rows.append({"id": r["id"], "effort": float(r["effort"]),
                      **({"loss": float(r["loss"])} if "loss" in scores.columns else {}),
                      "prompt": cut(e.prompt) if e else "", "response": cut(e.response) if e else "",
-                     **{f"in p = {rate.pruning_rate:.2f}": ("yes" if r["id"] in set(rate.ids)
-                                                            else "") for rate in run.rates}})
+                     **{f"in p = {p:.2f}": ("yes" if str(r["id"]) in ids else "")
+                        for p, ids in kept.items()}})
     table = pd.DataFrame(rows)
     cutoff = np.quantile(scores["effort"].to_numpy(float), 0.9)
     top_ids = set(scores.loc[scores["effort"] > cutoff, "id"].astype(str))
-    table.attrs["top_share"] = {f"p = {rate.pruning_rate:.2f}":
-                                (len(top_ids & {str(i) for i in rate.ids}) / max(len(rate.ids), 1))
-                                for rate in run.rates}
+    table.attrs["top_share"] = {f"p = {p:.2f}": len(top_ids & ids) / max(len(ids), 1)
+                                for p, ids in kept.items()}
     table.attrs["top_n"] = len(top_ids)
     return table
