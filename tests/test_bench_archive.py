@@ -181,6 +181,35 @@ def test_a_variant_first_run_on_a_fresh_machine_takes_stage_1_from_the_archive(
     assert "staff:count/p0.50/s0" in results["cells"]
 
 
+def test_a_variant_of_a_draft_takes_stage_1_from_another_variant_of_that_draft(
+        tmp_path, translation_files, tiny_model_dir, monkeypatch):
+    # Two variants with their own small model (a draft, here a copy of the tiny model in
+    # another folder): STAFF's stage 1 is not theirs (another small model), but the second
+    # variant's is the first one's, archived under another seed.
+    from staff.bench import Grid, load_bench_config
+
+    draft = tmp_path / "draft"
+    shutil.copytree(tiny_model_dir, draft)
+    config = _bench(tmp_path, translation_files, tiny_model_dir, seeds=(0, 1),
+                    variants={"draft": {"small": {"name": str(draft)}},
+                              "draftprune": {"small": {"name": str(draft)},
+                                             "selection": {"hard_prune": 0.1}}})
+    tree = yaml.safe_load(config.read_text())
+    tree["methods"] = ["staff:draft", "staff:draftprune"]
+    config.write_text(yaml.safe_dump(tree))
+    calls = _count_finetuning(monkeypatch)
+    grid = Grid(load_bench_config(config, ["methods=[staff:draft]", "seeds=[1]", "full_seeds=[]"]),
+                show_progress=False)
+    grid.run()
+    assert calls == [40, 20]  # the draft's stage 1 on the full data, then its coreset
+    calls.clear()
+    Grid(load_bench_config(config, ["methods=[staff:draftprune]", "seeds=[0]", "full_seeds=[]"]),
+         show_progress=False).run()
+    assert calls == [20]  # the coreset only: stage 1 is staff:draft's (seed 1's folder)
+    state = json.loads((tmp_path / "bench/select/staff-draftprune/s0/state.json").read_text())
+    assert state["stages"]["score"]["adopted_from"].endswith("staff-draft/s1 (score)")
+
+
 def test_cells_record_library_versions_and_tables_warn_when_they_differ(
         tmp_path, translation_files, tiny_model_dir):
     import transformers

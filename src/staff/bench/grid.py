@@ -173,11 +173,16 @@ class Grid:
         log.info("selection %s (seed %d) in %s", method, seed, run_cfg.output_dir)
         # With the small model = the target, STAFF's stage 1 is the baselines' fine-tuning;
         # with stage 1 held fixed, every seed's stage 1 is the stage-1 seed's.
+        # A variant with its own small model (a draft) shares stage 1 with the config's other
+        # variants of that small model, not with STAFF's: they are donors too.
+        kin = {"staff", "grand", method} | {
+            m for m in (f"staff:{v}" for v in self.cfg.variants)
+            if self.cfg.selection_config(m, seed, rates).small.name == run_cfg.small.name}
         seeds = {seed} | ({self.cfg.stage1_seed} if self.cfg.stage1_seed is not None else set())
         donors = {Path(self.cfg.selection_config(m, s, rates).output_dir)
-                  for m in {"staff", "grand", method} for s in seeds}
+                  for m in kin for s in seeds}
         if self.cfg.stage1_seed is not None:
-            donors |= self._other_seeds({"staff", "grand", method}, rates)
+            donors |= self._other_seeds(kin, rates)
         donors -= {Path(run_cfg.output_dir)}
         # Another bench process (--parts, one per GPU) may be running this very selection:
         # wait for it, then find the stages done.
