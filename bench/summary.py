@@ -32,12 +32,20 @@ def cells_of(results: dict, protocol: str) -> dict:
     return out
 
 
-def overhead(results: dict, method: str) -> float | None:
+def overhead(results: dict, method: str) -> tuple[float | None, bool]:
     """Mean selection seconds over the method's selection runs (all stages, the time a
-    shared stage took where it was computed)."""
+    shared stage took where it was computed), and whether any run took a stage from another
+    run: then its seconds were timed there, under that run's load (two variants of one
+    stage 1 can show different overheads for the same work)."""
     runs = [v for k, v in results.get("selection", {}).items()
             if k.rsplit("/", 1)[0] == method and v.get("overhead") is not None]
-    return sum(r["overhead"] for r in runs) / len(runs) if runs else None
+    if not runs:
+        return None, False
+    return sum(r["overhead"] for r in runs) / len(runs), any(r.get("adopted") for r in runs)
+
+
+def seconds_text(value: float | None, adopted: bool) -> str:
+    return "–" if value is None else f"{value:.0f}{'†' if adopted else ''}"
 
 
 def diff_text(results, metric, method, rate, seeds, protocol, digits) -> str:
@@ -53,6 +61,7 @@ def summarise(paths: list[Path], protocol: str = "epochs") -> str:
     lines = ["| bench, N | p | method | seeds | loss − Random [95%] | ROUGE-L − Random [95%] "
              "| selection overhead, s (CCS's) |",
              "|---|---:|---|---:|---:|---:|---:|"]
+    any_adopted = False
     for path in paths:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
         cells = cells_of(results, protocol)
@@ -63,6 +72,7 @@ def summarise(paths: list[Path], protocol: str = "epochs") -> str:
                         if c.get("n_train") and c.get("method") != "untuned"), None)
         label = Path(path).parent.name
         ccs = overhead(results, "ccs")
+        any_adopted |= ccs[1]
         label = f"{label}, {n_train:,}" if n_train else label
         for (method, rate), seeds in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             if method.split(":")[0] not in STAFF_LIKE:
@@ -71,12 +81,18 @@ def summarise(paths: list[Path], protocol: str = "epochs") -> str:
             if not common:
                 continue
             seconds = overhead(results, method)
+            any_adopted |= seconds[1]
             lines.append(
                 f"| {label} | {rate:g} | {name_of(method)} | {len(common)} | "
                 f"{diff_text(results, 'loss', method, rate, common, protocol, 4)} | "
                 f"{diff_text(results, 'rouge_l', method, rate, common, protocol, 1)} | "
-                f"{'–' if seconds is None else f'{seconds:.0f}'}"
-                f"{'' if ccs is None else f' ({ccs:.0f})'} |")
+                f"{seconds_text(*seconds)}"
+                f"{'' if ccs[0] is None else f' ({seconds_text(*ccs)})'} |")
+    if any_adopted:
+        lines += ["", "† Some stages were taken from another selection run of the bench (the same "
+                  "work, e.g. stage 1 held fixed), with the seconds they took there, under that "
+                  "run's load: compare such overheads only where they were measured side by "
+                  "side."]
     return "\n".join(lines) + "\n"
 
 

@@ -26,7 +26,8 @@ def test_rows_and_intervals(tmp_path):
     random = {0: [2.0, 2.2, 2.4], 1: [2.1, 2.3, 2.5]}
     results = {"cells": {}, "per_example": {}, "selection": {
         "staff/s0": {"overhead": 30.0}, "staff/s1": {"overhead": 50.0},
-        "ccs/s0": {"overhead": 60.0}}}
+        "ccs/s0": {"overhead": 60.0},
+        "staff:count/s0": {"overhead": 5.0, "adopted": ["train-small", "score"]}}}
     for seed, values in random.items():
         for method, shift in (("random", 0.0), ("staff", -0.1)):
             key = f"{method}/p0.90/s{seed}"
@@ -47,6 +48,9 @@ def test_rows_and_intervals(tmp_path):
     assert "toy-bench, 1,000" in staff       # N from a coreset of 100 at p = 0.9
     variant = next(r for r in rows if "count" in r)
     assert "| 1 |" in variant and "+0.2000 [+0.2000, +0.2000] *" in variant
+    # Its stage 1 is STAFF's, timed there: marked, and the mark explained once.
+    assert "| 5† (60) |" in variant and "| 40 (60) |" in staff
+    assert out.read_text().count("† Some stages were taken from another") == 1
 
 
 def test_missing_file_is_named(tmp_path):
