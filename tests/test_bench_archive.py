@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import yaml
 
 from conftest import load_bench_script
@@ -276,3 +277,21 @@ def test_a_baseline_seed_takes_the_archived_stage_1_of_another_seed_and_d2_redoe
     assert calls == [40, 20]  # train-target again (its adapter is not archived), then the coreset
     assert (second / "bench/select/baselines/s0/target_embeddings.npy").is_file()
     assert "d2/p0.50/s0" in results["cells"]
+
+
+def test_a_variant_whose_draft_is_missing_names_the_variant(tmp_path, translation_files,
+                                                              tiny_model_dir):
+    # The powered configs' draft variants point at `staff draft` folders a fresh machine has
+    # not built: the error says which variant and how to build it, not only the path.
+    from staff.bench import Grid, load_bench_config
+    from staff.models.loading import ModelError
+
+    config = _bench(tmp_path, translation_files, tiny_model_dir, seeds=(0,),
+                    variants={"draft": {"small": {"name": str(tmp_path / "no" / "draft")}}})
+    tree = yaml.safe_load(config.read_text())
+    tree["methods"] = ["staff:draft"]
+    config.write_text(yaml.safe_dump(tree))
+    grid = Grid(load_bench_config(config, ["full_seeds=[]"]), show_progress=False)
+    with pytest.raises(ModelError, match=r"^staff:draft: variants\.draft\.small\.name: model path "
+                       r".*no/draft does not exist\. \(a draft is built with `staff draft"):
+        grid.run()

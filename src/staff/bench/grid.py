@@ -167,6 +167,7 @@ class Grid:
         return other / "cells"
 
     def _select(self, method: str, seed: int, rates: list[float]):
+        from ..models.loading import ModelError
         from ..pipeline import select
 
         run_cfg = self.cfg.selection_config(method, seed, rates)
@@ -194,7 +195,16 @@ class Grid:
                     restore_selection(Path(self.cfg.resume_from) / SELECT, self.out / SELECT,
                                       folder)
             adopt_shared_stages(run_cfg, sorted(donors))
-            result = select(run_cfg, show_progress=self.show_progress)
+            try:
+                result = select(run_cfg, show_progress=self.show_progress)
+            except ModelError as err:
+                # A variant's own small model is most often a `staff draft` folder not built on
+                # this machine yet: say which variant asks for it.
+                if ":" not in method or "small" not in self.cfg.variants[method.split(":")[1]]:
+                    raise
+                variant = method.split(":", 1)[1]
+                raise ModelError(f"{method}: variants.{variant}.small.name: {err} (a draft "
+                                 "is built with `staff draft -c CONFIG`)") from None
         stages = RunFolder(result.run_dir).state["stages"]
         self._recorded["selection"].add(f"{method}/s{seed}")
         self.results["selection"][f"{method}/s{seed}"] = {
