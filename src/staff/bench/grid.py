@@ -200,9 +200,9 @@ class Grid:
             except ModelError as err:
                 # A variant's own small model is most often a `staff draft` folder not built on
                 # this machine yet: say which variant asks for it.
-                if ":" not in method or "small" not in self.cfg.variants[method.split(":")[1]]:
+                variant = method.partition(":")[2]
+                if "small" not in self.cfg.variants.get(variant, {}):
                     raise
-                variant = method.split(":", 1)[1]
                 raise ModelError(f"{method}: variants.{variant}.small.name: {err} (a draft "
                                  "is built with `staff draft -c CONFIG`)") from None
         stages = RunFolder(result.run_dir).state["stages"]
