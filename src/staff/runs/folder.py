@@ -30,19 +30,33 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "wb", **open_kwargs):
+    """Open a temporary file beside ``path`` for writing; when the ``with`` body ends cleanly it
+    is flushed, synced and renamed over ``path``. On any error the temporary file is removed and
+    ``path`` keeps its old content (or stays absent): readers never see half a file. The
+    temporary name ends in the writer's pid, so ``RunFolder.remove_partial`` can tell a killed
+    writer's leftovers from a live one's. OSErrors propagate; callers name the file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        with open(tmp, mode, **open_kwargs) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    try:
+        with atomic_open(path) as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as err:
         raise RunFolderError(f"cannot write {path}: {err.strerror or err}") from None
 
 

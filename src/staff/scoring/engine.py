@@ -18,7 +18,6 @@ vocabulary it is much of the cost, and the other positions carry no loss.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..runs.folder import atomic_open
 from ..training.batching import collate, length_sorted_batches
 from ..training.losses import ScoringError, per_sample_mean, response_forward
 
@@ -286,14 +286,5 @@ def _load_shard(shard_dir: Path, shard: int, n: int) -> dict | None:
 
 
 def _save_shard(shard_dir: Path, shard: int, n: int, index: np.ndarray, values: dict) -> None:
-    path = _shard_path(shard_dir, shard, n)
-    tmp = path.with_suffix(".tmp.npz")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, index=index, **values)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(_shard_path(shard_dir, shard, n)) as fh:
+        np.savez(fh, index=index, **values)
