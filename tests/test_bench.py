@@ -9,6 +9,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -320,14 +321,14 @@ def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_f
     out = tmp_path / "bench"
     # 6 methods x 2 rates coresets (20 and 10 of 40); on all 40: the full-data cell and
     # STAFF's small model. The small model is the target here, so the four target-scoring
-    # baselines (which share one fine-tuned target) take STAFF's instead of fine-tuning again;
-    # they score it themselves (they need its embeddings too).
+    # baselines (which share one fine-tuned target) take STAFF's instead of fine-tuning again,
+    # and its scores; D2 alone scores it again, for the embeddings its pick reads.
     assert sorted(n for n in calls if n != 40) == [10] * 6 + [20] * 6
     assert calls.count(40) == 2
     state = json.loads((out / "select" / "baselines" / "s0" / "state.json").read_text())
     assert {s: e.get("adopted_from", "") for s, e in state["stages"].items()} == {
         "train-target": f"{out / 'select' / 'staff' / 's0'} (train-small)",
-        "score-target": "", "pick": ""}
+        "score-target": "", "pick": ""}   # D2's own scoring, the last of the four
     cells = results["cells"]
     assert set(cells) == {"untuned", "full/s0"} | {f"{m}/p{p}/s0" for m in ALL_METHODS
                                                    for p in ("0.50", "0.75")}
@@ -360,7 +361,7 @@ def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_f
     # The baselines' fine-tuning was STAFF's: marked, with a footnote saying so.
     grand_row = blocks[2].splitlines()[3]
     assert "train-target " in grand_row and "† " not in grand_row.split("train-target")[0]
-    assert re.search(r"train-target \d+\.\d†, score-target \d+\.\d, pick", grand_row)
+    assert re.search(r"train-target \d+\.\d†, score-target \d+\.\d†, pick", grand_row)
     assert "†" not in blocks[2].splitlines()[-1]  # the STAFF row
     assert "\n\n† The same work as another selection run" in tables
     assert f"{cells['staff/p0.50/s0']['rouge_l']:.1f}" in blocks[0]
@@ -422,6 +423,44 @@ def test_adopted_stages_give_the_selection_a_run_of_its_own_gives(tmp_path, tran
                                   small=dataclasses.replace(staff.small, name=str(other_small)))
     assert adopt_shared_stages(differs, [Path(baselines.output_dir)]) == []
     assert not (tmp_path / "differs").exists()
+
+
+def test_baselines_take_the_oracles_scores_and_d2_alone_scores_again(tmp_path,
+                                                                    translation_files,
+                                                                    tiny_model_dir):
+    """With the small model = the target, CCS takes STAFF's fine-tuning and scores (its
+    score-target is STAFF's score) and scores nothing itself; D2, whose pick reads the target's
+    embeddings, which STAFF's score does not write, scores the target again in that folder."""
+    from staff.bench import load_bench_config
+    from staff.bench.shared_stages import adopt_shared_stages
+    from staff.pipeline import select
+    from staff.runs.layout import SCORES, TARGET_EMBEDDINGS, TARGET_SCORES
+
+    cfg = load_bench_config(bench_file(tmp_path, translation_files, tiny_model_dir))
+    staff = cfg.selection_config("staff", 0, [0.5])
+    select(staff, show_progress=False)
+    ccs = cfg.selection_config("ccs", 0, [0.5])
+    assert adopt_shared_stages(ccs, [Path(staff.output_dir)]) == ["train-target", "score-target"]
+    select(ccs, show_progress=False)
+    folder = Path(ccs.output_dir)
+    pd.testing.assert_frame_equal(pd.read_csv(folder / TARGET_SCORES),
+                                  pd.read_csv(Path(staff.output_dir) / SCORES))
+    assert not (folder / TARGET_EMBEDDINGS).exists()
+    state = json.loads((folder / "state.json").read_text())["stages"]
+    assert state["score-target"]["adopted_from"].endswith("(score)")
+
+    d2 = cfg.selection_config("d2", 0, [0.5])
+    assert d2.output_dir == ccs.output_dir       # the baselines share one folder
+    assert adopt_shared_stages(d2, [Path(staff.output_dir)]) == []
+    picked = select(d2, show_progress=False)
+    assert np.load(folder / TARGET_EMBEDDINGS).shape[0] == 40
+    state = json.loads((folder / "state.json").read_text())["stages"]
+    assert "adopted_from" not in state["score-target"]
+    assert "adopted_from" in state["train-target"]   # the adapter was there: not fine-tuned again
+    assert len(picked.ids[0.5]) == 20
+    # The scores it wrote again are the ones CCS picked from.
+    pd.testing.assert_frame_equal(pd.read_csv(folder / TARGET_SCORES),
+                                  pd.read_csv(Path(staff.output_dir) / SCORES))
 
 
 def test_reference_cells_reuse_another_benchs_untuned_and_full_cells(

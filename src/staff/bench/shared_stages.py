@@ -2,8 +2,9 @@
 
 In an "oracle" bench the small model is the target. STAFF's train-small is then the very run
 the baselines' train-target is (same model, data, LoRA, recipe and seed: the same
-fingerprint), and its score is their score-target without the embeddings. Instead of
-fine-tuning and scoring twice (25 minutes per seed on DialogSum here), the second run copies
+fingerprint), and its score is their score-target without the embeddings (which only D2
+reads). Instead of fine-tuning and scoring twice (25 minutes per seed on DialogSum here, hours
+at N = 4,000 on a CPU), the second run copies
 the first one's outputs and records the stage as done, with the donor's time, since that is
 what the stage costs, and where it came from (``adopted_from`` in state.json).
 
@@ -27,9 +28,12 @@ from ..runs.layout import OUTPUTS
 log = logging.getLogger(__name__)
 
 # The donor stage that computes the same thing as a stage when their fingerprints agree.
-# (score-target cannot come from score: it also needs the embeddings.)
+# score-target also writes the target's embeddings, which score does not: taken from score, it
+# has the scores (all GraNd, EL2N and CCS read) and no embeddings, and a D2 run, whose pick
+# reads them, then redoes score-target (``Pipeline._first_with_inputs``), as it does in a run
+# folder restored from a bench archive.
 SAME_WORK = {"train-small": "train-target", "train-target": "train-small",
-             "score": "score-target"}
+             "score": "score-target", "score-target": "score"}
 
 
 def adopt_shared_stages(run_cfg: RunConfig, donors: list[Path]) -> list[str]:
