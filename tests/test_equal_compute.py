@@ -1,0 +1,57 @@
+"""bench/equal_compute.py: selection seconds become target steps at the bench's own rate, and a
+costlier row that a cheaper one beats by more than their seed spread is marked dominated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import load_bench_script
+
+
+def cell(method, rate, seed, loss, steps):
+    return {"method": method, "rate": rate, "seed": seed, "protocol": "epochs", "loss": loss,
+            "steps": steps}
+
+
+def results_file(tmp_path, cells, selection):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"cells": {f"{c['method']}/p{c['rate']:.2f}/s{c['seed']}": c
+                                          for c in cells},
+                                "selection": selection}))
+    return path
+
+
+def test_costs_in_target_steps_and_dominance(tmp_path):
+    cells = [cell("random", 0.9, s, 2.60 + 0.01 * s, 10) for s in (0, 1)]
+    cells += [cell("random", 0.8, s, 2.30 + 0.01 * s, 20) for s in (0, 1)]
+    cells += [cell("staff", 0.9, s, 2.55 + 0.01 * s, 10) for s in (0, 1)]
+    cells += [cell("ccs", 0.8, 0, 2.31, 20)]
+    # train-target: 200 s for the full data's 100 steps (10 steps at p = 0.9): 2 s a step.
+    # STAFF's stage 1 was timed twice (copied to seed 1 from a loaded run): the least counts.
+    selection = {"ccs/s0": {"overhead": 300.0, "timings": {"train-target": 200.0,
+                                                           "score-target": 100.0}},
+                 "staff/s0": {"overhead": 100.0}, "staff/s1": {"overhead": 400.0}}
+    path = results_file(tmp_path, cells, selection)
+    out = tmp_path / "t.md"
+    load_bench_script("equal_compute").main([str(path), "--out", str(out)])
+    text = out.read_text()
+    assert "One target step = 2.00 s" in text and "fine-tuning is 100 steps" in text
+    rows = {tuple(r.split(" | ")[:2]): r for r in text.splitlines() if r.startswith("| ")
+            and r[2:3].isalpha() and not r.startswith("| method")}
+    staff = rows[("| staff", "0.90")]
+    assert "| 50 | 10 | 60 | 0.60× |" in staff            # 100 s / 2 s + 10 steps
+    assert "random at p = 0.80 (20 steps, 2.305)" in staff  # cheaper and better by > both sds
+    assert rows[("| random", "0.90")].endswith("|  |")      # nothing cheaper beats it
+    # CCS at 0.8 costs more than Random at 0.8 and is worse, but within their spread.
+    assert rows[("| ccs", "0.80")].endswith("|  |")
+    # Rows by total cost.
+    order = [k[0][2:] for k in rows]
+    assert order.index("random") < order.index("staff") < order.index("ccs")
+
+
+def test_needs_a_baselines_train_target(tmp_path):
+    path = results_file(tmp_path, [cell("random", 0.9, 0, 2.6, 10)], {})
+    with pytest.raises(SystemExit, match="no baseline selection"):
+        load_bench_script("equal_compute").main([str(path)])
