@@ -8,7 +8,8 @@ For every (method, pruning rate) with cells of the `epochs` protocol: the select
 Random and Length) converted into target steps at the bench's own rate, the baselines'
 train-target seconds over its steps (the same model, recipe and batch size as a cell's
 fine-tuning, timed in the same bench), plus the cell's own fine-tuning steps; beside it the
-held-out loss, mean ± sd over seeds. Rows are sorted by that total. A row is *dominated* when a
+held-out loss, mean ± sd over seeds. The full-data cell, where the bench has one, is a row too (p = 0). Rows are sorted by
+that total. A row is *dominated* when a
 row that costs no more has a lower mean loss by more than both rows' seed sd together: then
 the extra compute bought nothing a cheaper choice does not give.
 
@@ -38,7 +39,12 @@ def target_step_seconds(results: dict) -> tuple[float, int]:
              if c.get("protocol", "epochs") == "epochs" and c.get("rate") and c.get("steps")]
     if not cells:
         raise SystemExit("no coreset cells with a step count in this results.json")
-    full_steps = max(round(c["steps"] / (1 - c["rate"])) for c in cells)
+    full = [c["steps"] for c in results.get("cells", {}).values()
+            if c.get("method") == "full" and c.get("steps")]
+    # Without a full-data cell: the largest coreset's steps scaled to all N (steps are whole
+    # batches, so this is within a batch per epoch of the full data's count).
+    largest = min(cells, key=lambda c: c["rate"])
+    full_steps = full[0] if full else round(largest["steps"] / (1 - largest["rate"]))
     trains = [run["timings"]["train-target"] for key, run in results.get("selection", {}).items()
               if key.split("/")[0] in BASELINES and "train-target" in run.get("timings", {})]
     if not trains:
@@ -61,11 +67,12 @@ def rows(results: dict, methods: list[str] | None = None) -> list[dict]:
     step_s, full_steps = target_step_seconds(results)
     groups: dict = {}
     for c in results["cells"].values():
-        if c.get("protocol", "epochs") != "epochs" or not c.get("rate") or c.get("loss") is None:
-            continue
+        if (c.get("protocol", "epochs") != "epochs" or c.get("loss") is None
+                or not c.get("steps") or (not c.get("rate") and c.get("method") != "full")):
+            continue  # the untuned model, the steps protocol, cells recorded without steps
         if methods and c["method"] not in methods:
             continue
-        groups.setdefault((c["method"], c["rate"]), []).append(c)
+        groups.setdefault((c["method"], c.get("rate") or 0.0), []).append(c)
     out = []
     for (method, rate), cells in groups.items():
         selection = least_overhead(results, method) / step_s

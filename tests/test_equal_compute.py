@@ -51,6 +51,22 @@ def test_costs_in_target_steps_and_dominance(tmp_path):
     assert order.index("random") < order.index("staff") < order.index("ccs")
 
 
+def test_the_full_data_cell_sets_the_scale_and_can_dominate(tmp_path):
+    # 45 pairs at p = 0.9 in batches of 8 is 6 steps, 60 for "all" by scaling: the full-data
+    # cell's own 57 steps are taken instead. A selection costing more than it and worse is
+    # dominated by it.
+    cells = [cell("random", 0.9, 0, 2.60, 6), cell("ccs", 0.9, 0, 2.58, 6),
+             {**cell("full", 0.0, 0, 1.90, 57), "rate": 0.0}]
+    selection = {"ccs/s0": {"overhead": 114.0, "timings": {"train-target": 114.0}}}
+    text = load_bench_script("equal_compute").table(
+        json.loads(results_file(tmp_path, cells, selection).read_text()))
+    assert "One target step = 2.00 s" in text and "fine-tuning is 57 steps" in text
+    ccs = next(r for r in text.splitlines() if r.startswith("| ccs"))
+    assert "| 57 | 6 | 63 | 1.11× |" in ccs and "full at p = 0.00 (57 steps, 1.900)" in ccs
+    full = next(r for r in text.splitlines() if r.startswith("| full"))
+    assert "| 0.00 | 0 | 57 | 57 | 1.00× |" in full
+
+
 def test_needs_a_baselines_train_target(tmp_path):
     path = results_file(tmp_path, [cell("random", 0.9, 0, 2.6, 10)], {})
     with pytest.raises(SystemExit, match="no baseline selection"):
