@@ -285,7 +285,11 @@ def timings_section(run: Run) -> str:
             + _read("seconds each stage took in the run that produced this folder (a stage "
                     "skipped on a re-run keeps its first time). "
                     + ("train-small and score touch every sample on the small model; verify is "
-                       "the only stage that runs the target, on K·b_v samples at most."
+                       "the only stage that runs the target, on K·b_v samples at most. Stage 1 "
+                       "fine-tunes on all N samples, the coreset's fine-tuning on (1 − p)·N: in "
+                       "every bench of BENCHMARKS.md (\"At equal compute\") choosing a p = 0.9 "
+                       "coreset cost more than fine-tuning the target on it, so a coreset pays "
+                       "when it is fine-tuned on more than once."
                        if run.method == "staff" else
                        "train-target and score-target fine-tune the target and score every "
                        "sample on it (shared by the baselines run in one folder)."
