@@ -344,8 +344,13 @@ def test_bench_grid_end_to_end_resumes_and_writes_tables(tmp_path, translation_f
     tables = (out / "tables.md").read_text(encoding="utf-8")
     blocks = [b for b in tables.split("\n\n") if b.startswith("| Method")]
     # Table 1 for the loss, ROUGE-L, BLEU-4 and the output length; the differences to Random
-    # and to the best baseline for the loss and ROUGE-L; Table 2.
-    assert len(blocks) == 9
+    # and to the best baseline for the loss and ROUGE-L; Table 2; Table 3 (equal compute).
+    assert len(blocks) == 10
+    cost = blocks.pop().splitlines()
+    # Every coreset cell's (method, rate) and the full-data cell, the latter at 1.00x.
+    assert len(cost) == 2 + 6 * 2 + 1
+    assert any(r.startswith("| Full data (p = 0) | 0.00 | 0 |") and "| 1.00× |" in r
+               for r in cost)
     ratio_rows = blocks[3].splitlines()[2:]
     assert all(float(r.split(" | ")[1].split(" ")[0]) > 0 for r in ratio_rows[:-2])
     blocks = blocks[1:3] + blocks[-1:]  # ROUGE-L, BLEU-4, Table 2 (as before the loss)

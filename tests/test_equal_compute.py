@@ -1,4 +1,4 @@
-"""bench/equal_compute.py: selection seconds become target steps at the bench's own rate, and a
+"""bench/equal_compute.py (staff.bench.cost): selection seconds become target steps at the bench's own rate, and a
 costlier row that a cheaper one beats by more than their seed spread is marked dominated."""
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ def test_costs_in_target_steps_and_dominance(tmp_path):
     text = out.read_text()
     assert "One target step = 2.00 s" in text and "fine-tuning is 100 steps" in text
     rows = {tuple(r.split(" | ")[:2]): r for r in text.splitlines() if r.startswith("| ")
-            and r[2:3].isalpha() and not r.startswith("| method")}
-    staff = rows[("| staff", "0.90")]
+            and r[2:3].isalpha() and not r.startswith("| Method")}
+    staff = rows[("| STAFF", "0.90")]
     assert "| 50 | 10 | 60 | 0.60× |" in staff            # 100 s / 2 s + 10 steps
-    assert "random at p = 0.80 (20 steps, 2.305)" in staff  # cheaper and better by > both sds
-    assert rows[("| random", "0.90")].endswith("|  |")      # nothing cheaper beats it
+    assert "Random at p = 0.80 (20 steps, 2.305)" in staff  # cheaper and better by > both sds
+    assert rows[("| Random", "0.90")].endswith("|  |")      # nothing cheaper beats it
     # CCS at 0.8 costs more than Random at 0.8 and is worse, but within their spread.
-    assert rows[("| ccs", "0.80")].endswith("|  |")
+    assert rows[("| CCS", "0.80")].endswith("|  |")
     # Rows by total cost.
     order = [k[0][2:] for k in rows]
-    assert order.index("random") < order.index("staff") < order.index("ccs")
+    assert order.index("Random") < order.index("STAFF") < order.index("CCS")
 
 
 def test_the_full_data_cell_sets_the_scale_and_can_dominate(tmp_path):
@@ -61,13 +61,13 @@ def test_the_full_data_cell_sets_the_scale_and_can_dominate(tmp_path):
     text = load_bench_script("equal_compute").table(
         json.loads(results_file(tmp_path, cells, selection).read_text()))
     assert "One target step = 2.00 s" in text and "fine-tuning is 57 steps" in text
-    ccs = next(r for r in text.splitlines() if r.startswith("| ccs"))
-    assert "| 57 | 6 | 63 | 1.11× |" in ccs and "full at p = 0.00 (57 steps, 1.900)" in ccs
-    full = next(r for r in text.splitlines() if r.startswith("| full"))
+    ccs = next(r for r in text.splitlines() if r.startswith("| CCS"))
+    assert "| 57 | 6 | 63 | 1.11× |" in ccs and "Full data (p = 0) at p = 0.00 (57 steps" in ccs
+    full = next(r for r in text.splitlines() if r.startswith("| Full data"))
     assert "| 0.00 | 0 | 57 | 57 | 1.00× |" in full
 
 
 def test_needs_a_baselines_train_target(tmp_path):
     path = results_file(tmp_path, [cell("random", 0.9, 0, 2.6, 10)], {})
-    with pytest.raises(SystemExit, match="no baseline selection"):
+    with pytest.raises(SystemExit, match="results.json: no baseline selection"):
         load_bench_script("equal_compute").main([str(path)])

@@ -1,6 +1,7 @@
 """Markdown tables shaped like the paper's: Table 1 (fine-tuning result per method and pruning
 rate; the paper prints ROUGE-L there and BLEU-4 in its appendix) and Table 2 (selection
-overhead). Pure functions of the results store (``results.json``); a missing cell prints "–".
+overhead), and Table 3 (each coreset's whole cost in target steps beside its loss: ``cost``).
+Pure functions of the results store (``results.json``); a missing cell prints "–".
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ def render(results: dict, methods: list[str], rates: list[float], seeds: list[in
            title: str = "", stage1_seed: int | None = None, n_boot: int = 10_000,
            n_train: int | None = None) -> str:
     """The whole markdown page: header facts, Table 1 per metric and protocol, the paired
-    differences to Random and to the best baseline, Table 2. ``n_train`` is N where no
+    differences to Random and to the best baseline, Table 2, and Table 3 (the cost at equal
+    compute, where a baseline timed train-target). ``n_train`` is N where no
     full-data cell names it (cells_csv.full_size)."""
     cells = results.get("cells", {})
     full = [cells.get(cell_key("full", seed=s)) for s in seeds]
@@ -238,4 +240,16 @@ def render(results: dict, methods: list[str], rates: list[float], seeds: list[in
     parts.append("Table 2: selection overhead (all stages of one selection run, which serves "
                  "every pruning rate).\n")
     parts.append(table2(results, methods, seeds) + "\n")
+    from .cost import CostError, cost_table
+    try:
+        cost = cost_table(results, methods + ["full"])
+    except CostError:
+        cost = ""  # no baseline timed train-target here: no rate to convert seconds with
+    if cost:
+        parts.append("Table 3: the whole cost of each coreset in optimiser steps of the "
+                     "target's fine-tuning (selection overhead at this bench's seconds per "
+                     "target step, plus the coreset's own steps; epochs protocol), beside its "
+                     "loss: a row is dominated when one that costs no more is better by more "
+                     "than both rows' seed sd.\n")
+        parts.append(cost)
     return "\n".join(parts)
