@@ -295,3 +295,23 @@ def test_a_variant_whose_draft_is_missing_names_the_variant(tmp_path, translatio
     with pytest.raises(ModelError, match=r"^staff:draft: variants\.draft\.small\.name: model path "
                        r".*no/draft does not exist\. \(a draft is built with `staff draft"):
         grid.run()
+
+
+def test_publishing_skips_a_selection_run_that_another_process_is_running(
+        tmp_path, translation_files, tiny_model_dir, caplog):
+    """A run folder whose lock is held is mid-stage (a redone stage is not recorded as done):
+    the archive keeps its earlier, finished copy instead of taking the half-state."""
+    from staff.runs.folder import RunFolder
+
+    repo = _published_one_seed(tmp_path, translation_files, tiny_model_dir)
+    archived = (repo / "select/staff/s0/state.json").read_text()
+    run = tmp_path / "a" / "bench" / "select" / "staff" / "s0"
+    config = tmp_path / "a" / "bench.yaml"
+    with RunFolder(run).lock():             # as a process redoing a stage holds it
+        (run / "state.json").write_text(json.dumps({"stages": {}}))
+        load_bench_script("publish").publish(config, tmp_path / "a" / "bench", repo)
+    assert (repo / "select/staff/s0/state.json").read_text() == archived
+    assert "not archived this time" in caplog.text and "staff/s0" in caplog.text
+    # Once it is free again, it is archived as it is.
+    load_bench_script("publish").publish(config, tmp_path / "a" / "bench", repo)
+    assert json.loads((repo / "select/staff/s0/state.json").read_text()) == {"stages": {}}

@@ -28,7 +28,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..runs.folder import write_dir_atomic, write_json
+from ..runs.folder import RunFolder, RunFolderError, write_dir_atomic, write_json
 from ..runs.layout import CORESET, SCRATCH, STATE, TARGET_EMBEDDINGS
 from .results import merge_results, read_store
 
@@ -66,11 +66,22 @@ def selection_runs(bench_dir: Path) -> list[Path]:
 
 def archive_selections(bench_dir: Path, dest: Path) -> list[Path]:
     """Copy every selection run folder of ``bench_dir`` into ``dest/select/`` without what
-    ``_kept`` leaves out; each folder appears whole or not at all. Returns the copies."""
+    ``_kept`` leaves out; each folder appears whole or not at all. Returns the copies.
+
+    A folder another process is running stages in (its lock is held) is left out, and the
+    archive keeps its earlier copy: mid-run, a stage being redone is not recorded as done (a
+    D2 run redoing the baselines' fine-tuning for its embeddings), and that copy would
+    replace the archive's finished stage 1 with an empty one. The folder is held locked while
+    it is copied, so no stage starts halfway through the copy."""
     copies = []
     for run in selection_runs(bench_dir):
         rel = run.relative_to(bench_dir)
-        write_dir_atomic(Path(dest) / rel, lambda d, run=run: _copy_kept(run, d))
+        try:
+            with RunFolder(run).lock():
+                write_dir_atomic(Path(dest) / rel, lambda d, run=run: _copy_kept(run, d))
+        except RunFolderError as err:
+            log.warning("not archived this time (the archive keeps its earlier copy): %s", err)
+            continue
         copies.append(Path(dest) / rel)
     return copies
 
