@@ -299,19 +299,19 @@ def test_a_variant_whose_draft_is_missing_names_the_variant(tmp_path, translatio
 
 def test_publishing_skips_a_selection_run_that_another_process_is_running(
         tmp_path, translation_files, tiny_model_dir, caplog):
-    """A run folder whose lock is held is mid-stage (a redone stage is not recorded as done):
-    the archive keeps its earlier, finished copy instead of taking the half-state."""
-    from staff.runs.folder import RunFolder
+    """A run folder a bench process is in may be mid-stage (a redone stage is not recorded as
+    done): the archive keeps its earlier, finished copy instead of taking the half-state."""
+    from staff.bench.archive import turn_lock
 
     repo = _published_one_seed(tmp_path, translation_files, tiny_model_dir)
     archived = (repo / "select/staff/s0/state.json").read_text()
     run = tmp_path / "a" / "bench" / "select" / "staff" / "s0"
     config = tmp_path / "a" / "bench.yaml"
-    with RunFolder(run).lock():             # as a process redoing a stage holds it
+    with turn_lock(run):                    # as a bench process in that selection holds it
         (run / "state.json").write_text(json.dumps({"stages": {}}))
         load_bench_script("publish").publish(config, tmp_path / "a" / "bench", repo)
     assert (repo / "select/staff/s0/state.json").read_text() == archived
-    assert "not archived this time" in caplog.text and "staff/s0" in caplog.text
+    assert "not archived this time" in caplog.text and "staff/s0 is in use" in caplog.text
     # Once it is free again, it is archived as it is.
     load_bench_script("publish").publish(config, tmp_path / "a" / "bench", repo)
     assert json.loads((repo / "select/staff/s0/state.json").read_text()) == {"stages": {}}

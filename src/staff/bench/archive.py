@@ -28,7 +28,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..runs.folder import RunFolder, RunFolderError, write_dir_atomic, write_json
+from ..runs.folder import write_dir_atomic, write_json
 from ..runs.layout import CORESET, SCRATCH, STATE, TARGET_EMBEDDINGS
 from .results import merge_results, read_store
 
@@ -64,24 +64,41 @@ def selection_runs(bench_dir: Path) -> list[Path]:
     return sorted(p.parent for p in Path(bench_dir).glob(f"{SELECT}/*/s*/{STATE}"))
 
 
+def turn_lock(folder: Path):
+    """An exclusive lock beside ``folder`` (``<folder>.lock``), waited for: bench processes
+    sharing a folder take turns on one cell or selection instead of both computing it, and a
+    publish does not copy a selection run while a bench process is in it."""
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder) + ".lock")
+
+
 def archive_selections(bench_dir: Path, dest: Path) -> list[Path]:
     """Copy every selection run folder of ``bench_dir`` into ``dest/select/`` without what
     ``_kept`` leaves out; each folder appears whole or not at all. Returns the copies.
 
-    A folder another process is running stages in (its lock is held) is left out, and the
-    archive keeps its earlier copy: mid-run, a stage being redone is not recorded as done (a
-    D2 run redoing the baselines' fine-tuning for its embeddings), and that copy would
-    replace the archive's finished stage 1 with an empty one. The folder is held locked while
-    it is copied, so no stage starts halfway through the copy."""
+    A folder a bench process is in (its turn lock is held) is left out, and the archive keeps
+    its earlier copy: mid-run, a stage being redone is not recorded as done (a D2 run redoing
+    the baselines' fine-tuning for its embeddings), and that copy would replace the archive's
+    finished stage 1 with an empty one. The turn is held while the folder is copied, so a
+    bench process that comes for it meanwhile waits instead of starting halfway through."""
+    from filelock import Timeout
+
     copies = []
     for run in selection_runs(bench_dir):
         rel = run.relative_to(bench_dir)
+        lock = turn_lock(run)
         try:
-            with RunFolder(run).lock():
-                write_dir_atomic(Path(dest) / rel, lambda d, run=run: _copy_kept(run, d))
-        except RunFolderError as err:
-            log.warning("not archived this time (the archive keeps its earlier copy): %s", err)
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("selection run %s is in use by a bench process: not archived this "
+                        "time (the archive keeps its earlier copy)", run)
             continue
+        try:
+            write_dir_atomic(Path(dest) / rel, lambda d, run=run: _copy_kept(run, d))
+        finally:
+            lock.release()
         copies.append(Path(dest) / rel)
     return copies
 

@@ -35,7 +35,7 @@ import yaml
 from ..config import ConfigError
 from ..runs.folder import RunFolder, write_atomic
 from ..runs.layout import EVAL_DIR, HELD_OUT_LOSS, METRICS, rate_dir
-from .archive import SELECT, restore_results, restore_selection
+from .archive import SELECT, restore_results, restore_selection, turn_lock
 from .cells_csv import full_size, write_cells_csv
 from .config import (BenchConfig, Part, check_methods, check_protocol, check_rates,
                      check_seeds, row_order)
@@ -187,7 +187,7 @@ class Grid:
         donors -= {Path(run_cfg.output_dir)}
         # Another bench process (--parts, one per GPU) may be running this very selection:
         # wait for it, then find the stages done.
-        with _waiting_lock(Path(run_cfg.output_dir)):
+        with turn_lock(Path(run_cfg.output_dir)):
             if self.cfg.resume_from:
                 # The donors too: a variant first run on a fresh machine takes stage 1 from
                 # the archived STAFF run, which no process here has restored yet.
@@ -237,13 +237,13 @@ class Grid:
         te = self.train_eval
         if self._restored("untuned", None, decode=True, folder=folder):
             return
-        with _waiting_lock(folder):
+        with turn_lock(folder):
             loss, metrics = te.held_out_loss(folder), te.evaluate(folder)
         self._record("untuned", None, None, "epochs", None, loss, metrics, folder)
 
     def _cell(self, method: str, rate: float, seed: int, ids: list[str] | None,
               folder: Path, protocol: str, decode: bool) -> None:
-        with _waiting_lock(folder):  # another process on the same cell: wait, then reuse it
+        with turn_lock(folder):  # another process on the same cell: wait, then reuse it
             self._run_cell(method, rate, seed, ids, folder, protocol, decode)
 
     def _run_cell(self, method: str, rate: float, seed: int, ids: list[str] | None,
@@ -322,15 +322,6 @@ def write_tables(results: dict, cfg: BenchConfig, out: Path, source: Path | None
     write_atomic(path, f"{note}\n\n{text}" if note else text)
     write_cells_csv(Path(out) / "cells.csv", results, cfg, source)
     return path
-
-
-def _waiting_lock(folder: Path):
-    """An exclusive lock beside ``folder`` (``<folder>.lock``), waited for: bench processes
-    sharing a folder take turns on one cell or selection instead of both computing it."""
-    from filelock import FileLock
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(folder) + ".lock")
 
 
 def run_bench(cfg: BenchConfig, methods: list[str] | None = None,
