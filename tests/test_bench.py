@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -466,6 +467,43 @@ def test_baselines_take_the_oracles_scores_and_d2_alone_scores_again(tmp_path,
     # The scores it wrote again are the ones CCS picked from.
     pd.testing.assert_frame_equal(pd.read_csv(folder / TARGET_SCORES),
                                   pd.read_csv(Path(staff.output_dir) / SCORES))
+
+
+def test_d2_at_another_seed_takes_the_stage1_seeds_embeddings(tmp_path, translation_files,
+                                                               tiny_model_dir, monkeypatch):
+    """With stage 1 held fixed, a seed's baselines folder restored from an archive has
+    score-target done but neither embeddings nor adapter; D2's pick there takes both from the
+    stage-1 seed's folder instead of fine-tuning and scoring the target again."""
+    import staff.training.lora as lora_module
+    from staff.bench import load_bench_config
+    from staff.bench.shared_stages import adopt_shared_stages
+    from staff.pipeline import select
+    from staff.runs.layout import TARGET_EMBEDDINGS, adapter_dir
+
+    cfg = load_bench_config(bench_file(tmp_path, translation_files, tiny_model_dir))
+    cfg.stage1_seed = 0
+    seed0 = cfg.selection_config("d2", 0, [0.5])
+    select(seed0, show_progress=False)
+    seed1 = cfg.selection_config("d2", 1, [0.5])
+    first, second = Path(seed0.output_dir), Path(seed1.output_dir)
+    # What bench/publish.py archives and resume_from restores: no weights, no embeddings.
+    shutil.copytree(first, second, ignore=shutil.ignore_patterns(
+        adapter_dir("target"), TARGET_EMBEDDINGS, "selections"))
+    state = json.loads((second / "state.json").read_text())
+    del state["stages"]["pick"]
+    (second / "state.json").write_text(json.dumps(state))
+
+    calls = []
+    monkeypatch.setattr(lora_module, "finetune_lora", lambda *a, **k: calls.append(a))
+    assert adopt_shared_stages(seed1, [first]) == []      # nothing to take: both stages done
+    assert np.array_equal(np.load(second / TARGET_EMBEDDINGS), np.load(first / TARGET_EMBEDDINGS))
+    assert (second / adapter_dir("target")).is_dir()
+    picked = select(seed1, show_progress=False)
+    assert calls == []                                    # the target was not fine-tuned again
+    stages = json.loads((second / "state.json").read_text())["stages"]
+    assert stages["score-target"] == json.loads((first / "state.json").read_text()
+                                                )["stages"]["score-target"]  # not redone
+    assert len(picked.ids[0.5]) == 20
 
 
 def test_reference_cells_reuse_another_benchs_untuned_and_full_cells(

@@ -47,17 +47,23 @@ def adopt_shared_stages(run_cfg: RunConfig, donors: list[Path]) -> list[str]:
     folders = [RunFolder(d) for d in donors]
     taken = []
     for stage in mine.stages:
-        if mine.run.is_done(stage, fps[stage]):
-            continue
+        done = mine.run.is_done(stage, fps[stage])
         if stage not in OUTPUTS:
+            if done:
+                continue
             break
         # The same stage of another run (another seed, stage 1 held fixed), or the same work
-        # under the other name (small model = target).
-        found = next(((f, name) for name in (stage, SAME_WORK.get(stage)) if name
-                      for f in folders if f.is_done(name, fps[stage])), None)
-        if found is None:
+        # under the other name (small model = target); of those, the one that kept the most
+        # of its outputs (a run restored from an archive has no adapter, no embeddings).
+        found = sorted(((f, name) for name in (stage, SAME_WORK.get(stage)) if name
+                        for f in folders if f.is_done(name, fps[stage])),
+                       key=lambda found: -_kept(found[0], found[1], stage))
+        if done:
+            _fill_in(mine.run, stage, found)
+            continue
+        if not found:
             break
-        donor, theirs = found
+        donor, theirs = found[0]
         mine.run.create()
         for source, target in zip(OUTPUTS[theirs], OUTPUTS[stage]):
             # A donor restored from a bench archive has no adapter: the stage still counts as
@@ -71,6 +77,26 @@ def adopt_shared_stages(run_cfg: RunConfig, donors: list[Path]) -> list[str]:
         log.info("stage %s: taken from %s's %s (the same inputs)", stage, donor.path, theirs)
         taken.append(stage)
     return taken
+
+
+def _kept(donor: RunFolder, theirs: str, stage: str) -> int:
+    """How many of ``stage``'s outputs the donor's ``theirs`` stage still has."""
+    return sum((donor / source).exists() for source, _ in zip(OUTPUTS[theirs], OUTPUTS[stage]))
+
+
+def _fill_in(run: RunFolder, stage: str, donors: list[tuple[RunFolder, str]]) -> None:
+    """Copy into a done stage the outputs it lacks from a donor that did the same work.
+
+    A seed's selection folder restored from a bench archive has score-target done without the
+    target's embeddings; with stage 1 held fixed, D2's pick at that seed would otherwise score
+    the target again, and fine-tune it first for want of the adapter (~1.3 h a seed at
+    N = 4,000 on a CPU), to remake what the stage-1 seed's folder already holds."""
+    for donor, theirs in donors:
+        for source, target in zip(OUTPUTS[theirs], OUTPUTS[stage]):
+            if not (run / target).exists() and (donor / source).exists():
+                _copy(donor / source, run / target)
+                log.info("stage %s: %s taken from %s (the same inputs)", stage, target,
+                         donor.path)
 
 
 def _copy(source: Path, target: Path) -> None:
