@@ -17,7 +17,8 @@ def cell(method, rate, seed, loss, steps):
 
 def results_file(tmp_path, cells, selection):
     path = tmp_path / "results.json"
-    path.write_text(json.dumps({"cells": {f"{c['method']}/p{c['rate']:.2f}/s{c['seed']}": c
+    path.write_text(json.dumps({"cells": {f"{c['method']}/p{c['rate']:.2f}/s{c['seed']}"
+                                          f"/{c['protocol']}": c
                                           for c in cells},
                                 "selection": selection}))
     return path
@@ -65,6 +66,23 @@ def test_the_full_data_cell_sets_the_scale_and_can_dominate(tmp_path):
     assert "| 57 | 6 | 63 | 1.11× |" in ccs and "Full data (p = 0) at p = 0.00 (57 steps" in ccs
     full = next(r for r in text.splitlines() if r.startswith("| Full data"))
     assert "| 0.00 | 0 | 57 | 57 | 1.00× |" in full
+
+
+def test_a_steps_protocol_cell_is_a_row_of_its_own(tmp_path):
+    # The steps protocol trains the full data's 57 steps over the coreset: its row costs the
+    # selection plus 57 steps, apart from the same method's epochs row.
+    cells = [cell("staff", 0.9, 0, 2.58, 6), {**cell("staff", 0.9, 0, 2.20, 57),
+                                                "protocol": "steps"},
+             {**cell("full", 0.0, 0, 1.90, 57), "rate": 0.0}]
+    selection = {"ccs/s0": {"overhead": 114.0, "timings": {"train-target": 114.0}},
+                 "staff/s0": {"overhead": 114.0}}
+    rows = [r for r in load_bench_script("equal_compute").table(
+        json.loads(results_file(tmp_path, cells, selection).read_text())).splitlines()
+        if r.startswith("| STAFF")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| STAFF | 0.90 | 57 | 6 | 63 | 1.11× |")
+    assert rows[1].startswith("| STAFF (steps) | 0.90 | 57 | 57 | 114 | 2.00× | 2.200")
+    assert "Full data (p = 0) at p = 0.00" in rows[1]
 
 
 def test_needs_a_baselines_train_target(tmp_path):

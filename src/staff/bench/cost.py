@@ -1,13 +1,14 @@
 """What a coreset costs end to end against what it buys, in one currency: optimiser steps of
 the target's fine-tuning (BENCHMARKS.md, "At equal compute").
 
-For every (method, pruning rate) with cells of the `epochs` protocol: the selection's overhead
+For every (method, pruning rate, protocol): the selection's overhead
 (train-small + score + verify for STAFF, train-target + score-target for the baselines, ~0 for
 Random and Length) converted into target steps at the bench's own rate, the baselines'
 train-target seconds over its steps (the same model, recipe and batch size as a cell's
 fine-tuning, timed in the same bench), plus the cell's own fine-tuning steps; beside it the
-held-out loss, mean ± sd over seeds. The full-data cell, where the bench has one, is a row too
-(p = 0). Rows are sorted by that total. A row is *dominated* when a row that costs no more has
+held-out loss, mean ± sd over seeds. A `steps`-protocol cell trains as many steps as the
+full data; it is a row of its own, named so. The full-data cell, where the bench has one, is a
+row too (p = 0). Rows are sorted by that total. A row is *dominated* when a row that costs no more has
 a lower mean loss by more than both rows' seed sd together: the extra compute bought nothing a
 cheaper choice does not give.
 
@@ -62,18 +63,20 @@ def cost_rows(results: dict, methods: list[str] | None = None) -> list[dict]:
     step_s, full_steps = target_step_seconds(results)
     groups: dict = {}
     for c in results["cells"].values():
-        if (c.get("protocol", "epochs") != "epochs" or c.get("loss") is None
-                or not c.get("steps") or (not c.get("rate") and c.get("method") != "full")):
-            continue  # the untuned model, the steps protocol, cells recorded without steps
+        if (c.get("loss") is None or not c.get("steps")
+                or (not c.get("rate") and c.get("method") != "full")):
+            continue  # the untuned model, cells recorded without steps
         if methods and c["method"] not in methods:
             continue
-        groups.setdefault((c["method"], c.get("rate") or 0.0), []).append(c)
+        key = (c["method"], c.get("rate") or 0.0, c.get("protocol", "epochs"))
+        groups.setdefault(key, []).append(c)
     out = []
-    for (method, rate), cells in groups.items():
+    for (method, rate, protocol), cells in groups.items():
         selection = least_overhead(results, method) / step_s
         steps = statistics.median(c["steps"] for c in cells)
         losses = [c["loss"] for c in cells]
-        out.append({"method": method, "rate": rate, "selection": selection, "steps": steps,
+        out.append({"method": method, "rate": rate, "protocol": protocol,
+                    "selection": selection, "steps": steps,
                     "total": selection + steps, "loss": statistics.mean(losses),
                     "sd": statistics.stdev(losses) if len(losses) > 1 else 0.0,
                     "seeds": len(losses), "full_steps": full_steps})
@@ -87,8 +90,6 @@ def cost_rows(results: dict, methods: list[str] | None = None) -> list[dict]:
 
 def cost_table(results: dict, methods: list[str] | None = None) -> str:
     """The markdown table (raises CostError when the results cannot give it)."""
-    from .tables import name_of
-
     out = cost_rows(results, methods)
     step_s, full_steps = target_step_seconds(results)
     lines = [f"One target step = {step_s:.2f} s here (the baselines' train-target over its "
@@ -99,9 +100,16 @@ def cost_table(results: dict, methods: list[str] | None = None) -> str:
     for r in out:
         d = r["dominated_by"]
         lines.append(
-            f"| {name_of(r['method'])} | {r['rate']:.2f} | {r['selection']:.0f} | "
+            f"| {_label(r)} | {r['rate']:.2f} | {r['selection']:.0f} | "
             f"{r['steps']:.0f} | {r['total']:.0f} | {r['total'] / full_steps:.2f}× | "
             f"{r['loss']:.3f} ± {r['sd']:.3f} ({r['seeds']}) | "
-            + (f"{name_of(d['method'])} at p = {d['rate']:.2f} ({d['total']:.0f} steps, "
+            + (f"{_label(d)} at p = {d['rate']:.2f} ({d['total']:.0f} steps, "
                f"{d['loss']:.3f})" if d else "") + " |")
     return "\n".join(lines) + "\n"
+
+
+def _label(row: dict) -> str:
+    from .tables import name_of
+
+    name = name_of(row["method"])
+    return name if row.get("protocol", "epochs") == "epochs" else f"{name} ({row['protocol']})"
