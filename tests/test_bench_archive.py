@@ -312,6 +312,15 @@ def test_publishing_skips_a_selection_run_that_another_process_is_running(
         load_bench_script("publish").publish(config, tmp_path / "a" / "bench", repo)
     assert (repo / "select/staff/s0/state.json").read_text() == archived
     assert "not archived this time" in caplog.text and "staff/s0 is in use" in caplog.text
-    # Once it is free again, it is archived as it is.
+    # Free again, but without the stages its archived copy has done (a run killed while it was
+    # redoing them, as D2 at Multi30k seed 1 was): the archive still keeps the finished copy.
+    caplog.clear()
     load_bench_script("publish").publish(config, tmp_path / "a" / "bench", repo)
-    assert json.loads((repo / "select/staff/s0/state.json").read_text()) == {"stages": {}}
+    assert (repo / "select/staff/s0/state.json").read_text() == archived
+    assert "has not (yet) done pick, score, train-small, verify" in caplog.text
+    # Once every stage is done again, it is archived as it is.
+    redone = json.loads(archived)
+    redone["stages"]["score"]["seconds"] = 123.0
+    (run / "state.json").write_text(json.dumps(redone))
+    load_bench_script("publish").publish(config, tmp_path / "a" / "bench", repo)
+    assert json.loads((repo / "select/staff/s0/state.json").read_text()) == redone

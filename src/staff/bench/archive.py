@@ -96,11 +96,27 @@ def archive_selections(bench_dir: Path, dest: Path) -> list[Path]:
                         "time (the archive keeps its earlier copy)", run)
             continue
         try:
+            lost = _stages_lost(run, Path(dest) / rel)
+            if lost:
+                log.warning("selection run %s has not (yet) done %s, which its archived copy "
+                            "has: not archived this time (a killed run that was redoing them; "
+                            "the archive keeps the finished copy)", run, ", ".join(lost))
+                continue
             write_dir_atomic(Path(dest) / rel, lambda d, run=run: _copy_kept(run, d))
         finally:
             lock.release()
         copies.append(Path(dest) / rel)
     return copies
+
+
+def _stages_lost(run: Path, archived: Path) -> list[str]:
+    """The stages the archived copy has done that the live run folder has not: a run killed
+    while redoing them (it forgets a stage and all after it when it starts it again)."""
+    def done(folder: Path) -> set[str]:
+        state = read_store(folder / STATE) if (folder / STATE).is_file() else {}
+        return set((state or {}).get("stages", {}))
+
+    return sorted(done(archived) - done(run))
 
 
 def restore_selection(archive: Path, bench_dir: Path, run_dir: Path) -> bool:
