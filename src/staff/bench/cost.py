@@ -8,8 +8,8 @@ train-target seconds over its steps (the same model, recipe and batch size as a 
 fine-tuning, timed in the same bench), plus the cell's own fine-tuning steps; beside it the
 held-out loss, mean ± sd over seeds. A `steps`-protocol cell trains as many steps as the
 full data; it is a row of its own, named so. The full-data cell, where the bench has one, is a
-row too (p = 0). Rows are sorted by that total. A row is *dominated* when a row that costs no more has
-a lower mean loss by more than both rows' seed sd together: the extra compute bought nothing a
+row too (p = 0). Rows are sorted by that total. A row is *dominated* when a row that costs no
+more has a lower mean loss by more than both rows' seed sd together: the extra compute bought nothing a
 cheaper choice does not give.
 
 Seconds on shared cores vary between sessions, and a selection that took a stage from another
