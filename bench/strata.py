@@ -1,7 +1,8 @@
 """Where on the test set does a method differ from Random? (issues 14 and 15)
 
     python bench/strata.py RESULTS_JSON|BENCH_DIR TEST_JSONL --field summary1 [--method staff]
-        [--baseline random] [--rate 0.9] [--strata 3]
+        [--baseline random] [--rate 0.9] [--strata 3] [--protocol steps]
+        [--baseline-protocol epochs]
 
 A bench's headline is one mean difference over all test examples. STAFF's coresets lean to
 short responses (effort falls with response length: BENCHMARKS.md, the effort analysis), so a
@@ -10,6 +11,8 @@ the test examples into equal-count strata by the length (words) of their referen
 and gives the paired difference method − baseline per stratum, with the same two-level
 bootstrap interval as the bench's tables (``staff.bench.stats``), from the per-example values
 in results.json. The test rows are the file's first rows, in order, as the bench reads them.
+``--protocol`` picks the training protocol of the method's cells (and of the baseline's, unless
+``--baseline-protocol`` says otherwise: e.g. Random's `steps` cells against its `epochs` ones).
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ from staff.bench.stats import paired_bootstrap  # noqa: E402
 METRICS = {"loss": "loss", "rouge_l": "ROUGE-L"}
 
 
-def per_seed(results: dict, method: str, rate: float, metric: str) -> dict[int, np.ndarray]:
-    """{seed: per-example values} of one method's cells at one rate (epochs protocol)."""
+def per_seed(results: dict, method: str, rate: float, metric: str,
+             protocol: str = "epochs") -> dict[int, np.ndarray]:
+    """{seed: per-example values} of one method's cells at one rate and protocol (a cell's key
+    is method/pRATE/sSEED, with /PROTOCOL after it for any protocol but epochs)."""
     found = {}
     for key, values in results["per_example"].items():
         parts = key.split("/")
-        if (len(parts) == 3 and parts[0] == method and parts[1] == f"p{rate:.2f}"
-                and metric in values):
+        theirs = parts[3] if len(parts) == 4 else "epochs"
+        if (len(parts) in (3, 4) and parts[0] == method and parts[1] == f"p{rate:.2f}"
+                and theirs == protocol and metric in values):
             found[int(parts[2].lstrip("s"))] = np.asarray(values[metric], dtype=np.float64)
     return found
 
@@ -56,12 +62,14 @@ def reference_lengths(test_path: Path, field: str, n: int) -> np.ndarray:
 
 
 def strata_table(results: dict, lengths_of, method: str, baseline: str, rate: float,
-                 strata: int, n_boot: int = 10_000) -> list[dict]:
+                 strata: int, n_boot: int = 10_000, protocol: str = "epochs",
+                 baseline_protocol: str | None = None) -> list[dict]:
     """One row per (metric, stratum): the reference-length range, the examples in it, and the
     paired difference with its interval. ``lengths_of(n)``: the first n references' lengths."""
     rows = []
     for metric in METRICS:
-        a, b = per_seed(results, method, rate, metric), per_seed(results, baseline, rate, metric)
+        a = per_seed(results, method, rate, metric, protocol)
+        b = per_seed(results, baseline, rate, metric, baseline_protocol or protocol)
         if not a or not b:
             continue
         n = len(next(iter(a.values())))
@@ -100,6 +108,10 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", default="random")
     parser.add_argument("--rate", type=float, default=0.9)
     parser.add_argument("--strata", type=int, default=3)
+    parser.add_argument("--protocol", default="epochs", choices=("epochs", "steps"),
+                        help="the training protocol of the method's cells (and the baseline's)")
+    parser.add_argument("--baseline-protocol", choices=("epochs", "steps"),
+                        help="the baseline's, when it differs from --protocol")
     args = parser.parse_args(argv)
     if args.results.is_dir():  # a bench folder or a published results folder
         args.results = args.results / "results.json"
@@ -107,11 +119,15 @@ def main(argv=None) -> None:
         raise SystemExit(f"{args.results}: no such file (give a bench's results.json or its folder)")
     results = json.loads(args.results.read_text())
     rows = strata_table(results, lambda n: reference_lengths(args.test, args.field, n),
-                        args.method, args.baseline, args.rate, args.strata)
+                        args.method, args.baseline, args.rate, args.strata,
+                        protocol=args.protocol, baseline_protocol=args.baseline_protocol)
+    method = args.method if args.protocol == "epochs" else f"{args.method} ({args.protocol})"
+    theirs = args.baseline_protocol or args.protocol
+    baseline = args.baseline if theirs == "epochs" else f"{args.baseline} ({theirs})"
     if not rows:
-        raise SystemExit(f"{args.results}: no per-example values for both {args.method} and "
-                         f"{args.baseline} at p = {args.rate}")
-    print(markdown(rows, args.method, args.baseline, args.rate))
+        raise SystemExit(f"{args.results}: no per-example values for both {method} and "
+                         f"{baseline} at p = {args.rate}")
+    print(markdown(rows, method, baseline, args.rate))
 
 
 if __name__ == "__main__":

@@ -61,3 +61,23 @@ def test_a_bench_folder_stands_for_its_results_json_and_a_missing_one_is_named(t
     assert "+0.1000" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"nowhere: no such file"):
         st.main([str(tmp_path / "nowhere"), str(test), "--field", "ref"])
+
+
+def test_the_steps_protocol_is_compared_apart_and_across(tmp_path, capsys):
+    st = load_script()
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"ref": "w " * (1 + i % 5)}) + "\n" for i in range(10)))
+    per = {"staff/p0.90/s0": {"loss": [2.5] * 10}, "random/p0.90/s0": {"loss": [2.6] * 10},
+           "staff/p0.90/s0/steps": {"loss": [2.0] * 10},
+           "random/p0.90/s0/steps": {"loss": [2.3] * 10}}
+    (tmp_path / "results.json").write_text(json.dumps({"per_example": per}))
+    run = [str(tmp_path / "results.json"), str(test), "--field", "ref", "--strata", "1"]
+    st.main(run)
+    out = capsys.readouterr().out
+    assert "staff − random at p = 0.9" in out and "-0.1000" in out  # the epochs cells only
+    st.main(run + ["--protocol", "steps"])
+    out = capsys.readouterr().out
+    assert "staff (steps) − random (steps)" in out and "-0.3000" in out
+    st.main(run + ["--method", "random", "--protocol", "steps", "--baseline-protocol", "epochs"])
+    out = capsys.readouterr().out
+    assert "random (steps) − random at p = 0.9" in out and "-0.3000" in out
