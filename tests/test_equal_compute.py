@@ -72,7 +72,7 @@ def test_a_steps_protocol_cell_is_a_row_of_its_own(tmp_path):
     # The steps protocol trains the full data's 57 steps over the coreset: its row costs the
     # selection plus 57 steps, apart from the same method's epochs row.
     cells = [cell("staff", 0.9, 0, 2.58, 6), {**cell("staff", 0.9, 0, 2.20, 57),
-                                                "protocol": "steps"},
+                                                "protocol": "steps", "rouge_l": 33.3},
              {**cell("full", 0.0, 0, 1.90, 57), "rate": 0.0}]
     selection = {"ccs/s0": {"overhead": 114.0, "timings": {"train-target": 114.0}},
                  "staff/s0": {"overhead": 114.0}}
@@ -81,7 +81,9 @@ def test_a_steps_protocol_cell_is_a_row_of_its_own(tmp_path):
         if r.startswith("| STAFF")]
     assert len(rows) == 2
     assert rows[0].startswith("| STAFF | 0.90 | 57 | 6 | 63 | 1.11× |")
-    assert rows[1].startswith("| STAFF (steps) | 0.90 | 57 | 57 | 114 | 2.00× | 2.200")
+    assert rows[1].startswith("| STAFF (steps) | 0.90 | 57 | 57 | 114 | 2.00× | 2.200 ± 0.000 "
+                              "(1) | 33.3 (1) |")
+    assert "| 2.580 ± 0.000 (1) | – |" in rows[0]          # not decoded
     assert "Full data (p = 0) at p = 0.00" in rows[1]
 
 

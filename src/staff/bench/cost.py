@@ -75,11 +75,16 @@ def cost_rows(results: dict, methods: list[str] | None = None) -> list[dict]:
         selection = least_overhead(results, method) / step_s
         steps = statistics.median(c["steps"] for c in cells)
         losses = [c["loss"] for c in cells]
+        # ROUGE-L beside the loss: where the two disagree (the steps protocol overfits its
+        # coreset: a worse token NLL with better outputs), the table shows it.
+        rouge = [c["rouge_l"] for c in cells if c.get("rouge_l") is not None]
         out.append({"method": method, "rate": rate, "protocol": protocol,
                     "selection": selection, "steps": steps,
                     "total": selection + steps, "loss": statistics.mean(losses),
                     "sd": statistics.stdev(losses) if len(losses) > 1 else 0.0,
-                    "seeds": len(losses), "full_steps": full_steps})
+                    "seeds": len(losses), "full_steps": full_steps,
+                    "rouge_l": statistics.mean(rouge) if rouge else None,
+                    "rouge_seeds": len(rouge)})
     out.sort(key=lambda r: (r["total"], r["loss"]))
     for r in out:
         better = [o for o in out if o is not r and o["total"] <= r["total"]
@@ -95,14 +100,17 @@ def cost_table(results: dict, methods: list[str] | None = None) -> str:
     lines = [f"One target step = {step_s:.2f} s here (the baselines' train-target over its "
              f"{full_steps} steps); the full-data fine-tuning is {full_steps} steps.", "",
              "| Method | p | selection (target steps) | fine-tuning steps | total | "
-             "× full-data fine-tuning | loss (mean ± sd, seeds) | dominated by |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "× full-data fine-tuning | loss (mean ± sd, seeds) | ROUGE-L (mean, seeds) | "
+             "dominated by (loss) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in out:
         d = r["dominated_by"]
         lines.append(
             f"| {_label(r)} | {r['rate']:.2f} | {r['selection']:.0f} | "
             f"{r['steps']:.0f} | {r['total']:.0f} | {r['total'] / full_steps:.2f}× | "
             f"{r['loss']:.3f} ± {r['sd']:.3f} ({r['seeds']}) | "
+            + (f"{r['rouge_l']:.1f} ({r['rouge_seeds']})" if r["rouge_l"] is not None else "–")
+            + " | "
             + (f"{_label(d)} at p = {d['rate']:.2f} ({d['total']:.0f} steps, "
                f"{d['loss']:.3f})" if d else "") + " |")
     return "\n".join(lines) + "\n"

@@ -249,8 +249,8 @@ def render(results: dict, methods: list[str], rates: list[float], seeds: list[in
         parts.append("Table 3: the whole cost of each coreset in optimiser steps of the "
                      "target's fine-tuning (selection overhead at this bench's seconds per "
                      "target step, plus the coreset's own steps: the bench's epochs over it, "
-                     "or the full data's steps for a row marked (steps)), beside its loss: a "
-                     "row is dominated when one that costs no more is better by more than both "
-                     "rows' seed sd.\n")
+                     "or the full data's steps for a row marked (steps)), beside its loss and "
+                     "ROUGE-L: a row is dominated when one that costs no more has a lower loss "
+                     "by more than both rows' seed sd.\n")
         parts.append(cost)
     return "\n".join(parts)
