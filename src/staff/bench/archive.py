@@ -28,7 +28,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..runs.folder import write_dir_atomic, write_json
+from ..runs.folder import RunFolder, write_dir_atomic, write_json
 from ..runs.layout import CORESET, SCRATCH, STATE, TARGET_EMBEDDINGS
 from .results import merge_results, read_store
 
@@ -112,11 +112,7 @@ def archive_selections(bench_dir: Path, dest: Path) -> list[Path]:
 def _stages_lost(run: Path, archived: Path) -> list[str]:
     """The stages the archived copy has done that the live run folder has not: a run killed
     while redoing them (it forgets a stage and all after it when it starts it again)."""
-    def done(folder: Path) -> set[str]:
-        state = read_store(folder / STATE) if (folder / STATE).is_file() else {}
-        return set((state or {}).get("stages", {}))
-
-    return sorted(done(archived) - done(run))
+    return sorted(set(RunFolder(archived).state["stages"]) - set(RunFolder(run).state["stages"]))
 
 
 def restore_selection(archive: Path, bench_dir: Path, run_dir: Path) -> bool:
